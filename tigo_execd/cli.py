@@ -1,0 +1,50 @@
+"""The `tigo-execd` command: one subcommand per job, each defined in the module that does it.
+
+Every module named in SUBCOMMANDS has `register(subparsers)`, which adds its parser and sets
+`func(args) -> int`. Usage errors exit 64 (EX_USAGE), never a code a health check could mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tigo_execd import __version__
+from tigo_execd.log import LEVELS, install_excepthook, log
+
+EX_USAGE = 64
+SUBCOMMANDS = ["ingest"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with Telegraf's E! prefix and exit code 64 for usage errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        log.write(f"E! {self.prog}: {message}")
+        sys.exit(EX_USAGE)
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=list(LEVELS), default="info",
+                        help="how much to write to stderr (default: info)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="tigo-execd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tigo-execd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"tigo_execd.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    install_excepthook()
+    args = build_parser().parse_args(argv)
+    log.set_level(getattr(args, "log_level", "info"))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,76 @@
+"""A small InfluxDB 1.x HTTP client (stdlib only) for the commands that read back what was written.
+
+Credentials go in a Basic auth header, never in the URL, so they do not show up in logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class InfluxError(Exception):
+    """A query or write failed for a reason InfluxDB stated."""
+
+
+class InfluxUnreachable(InfluxError):
+    """No HTTP answer: wrong URL, InfluxDB down, or a timeout."""
+
+
+class InfluxAuthFailed(InfluxError):
+    """HTTP 401/403: missing or wrong INFLUX_USER / INFLUX_PASS."""
+
+
+@dataclass
+class Influx:
+    url: str = "http://127.0.0.1:8086"
+    db: str = "bms"
+    user: str | None = None
+    password: str | None = None
+    timeout: float = 5.0
+
+    def _request(self, path: str, params: dict[str, str], body: bytes | None = None) -> bytes:
+        url = f"{self.url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
+        req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+        if self.user:
+            token = base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace").strip()
+            if exc.code in (401, 403):
+                raise InfluxAuthFailed(f"InfluxDB at {self.url} refused the credentials "
+                                       f"(HTTP {exc.code}): {detail}") from None
+            raise InfluxError(f"InfluxDB at {self.url} answered HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise InfluxUnreachable(f"InfluxDB at {self.url} is unreachable: {reason}") from None
+
+    def query(self, q: str, epoch: str = "ns") -> list[dict[str, Any]]:
+        """Run one InfluxQL statement and return its series (empty list when nothing matched)."""
+        body = urllib.parse.urlencode({"q": q}).encode()
+        raw = self._request("/query", {"db": self.db, "epoch": epoch}, body)
+        doc = orjson.loads(raw)
+        if "error" in doc:
+            raise InfluxError(doc["error"])
+        result = (doc.get("results") or [{}])[0]
+        if "error" in result:
+            raise InfluxError(result["error"])
+        return result.get("series", [])
+
+    def write(self, lines: bytes, rp: str | None = None) -> None:
+        params = {"db": self.db, "precision": "ns"}
+        if rp:
+            params["rp"] = rp
+        self._request("/write", params, lines)
+
+    def ping(self) -> None:
+        self._request("/ping", {})
