@@ -14,7 +14,7 @@ from tigo_execd import __version__
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 EX_USAGE = 64
-SUBCOMMANDS = ["ingest"]
+SUBCOMMANDS = ["ingest", "barcode"]
 
 
 class Parser(argparse.ArgumentParser):
