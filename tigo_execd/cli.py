@@ -14,7 +14,7 @@ from tigo_execd import __version__
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 EX_USAGE = 64
-SUBCOMMANDS = ["ingest", "barcode"]
+SUBCOMMANDS = ["ingest", "barcode", "nodes"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,242 @@
+"""Where a taptap line is parsed and becomes a line of line protocol: one code path for every source.
+
+Both taptap formats are understood: upstream (nested `gateway`/`node` objects, optional `address`
+and `barcode`) and the fork (`event_type`, integer ids, identities in `infrastructure_report`
+events). Lines that are not JSON objects (taptap's `bad tx request: Frame {...}` debug output) are
+noise: skipped and counted. Lines that look like JSON but cannot be used are invalid: counted and
+logged (rate-limited). The schema is the old ingest's, kept to the letter (README, Metrics).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from tigo_execd import lineproto
+from tigo_execd.log import log
+from tigo_execd.registry import Registry, address_hex, valid_barcode
+
+NS = 1_000_000_000
+_TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
+                 rb"(?:[Zz]|([+-])(\d\d):?(\d\d))")
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+# InfluxDB stores int64 nanoseconds; it rejects the extremes of the range.
+_TS_MIN, _TS_MAX = -9_223_372_036_854_775_806, 9_223_372_036_854_775_806
+MAX_SNIPPET = 160
+
+
+def parse_timestamp(text: str) -> int:
+    """RFC 3339 text with 0-9 fractional digits and `Z` or any offset -> exact epoch nanoseconds.
+
+    Python's datetime keeps microseconds only, so the fraction is carried as an integer.
+    Raises ValueError for anything else, including impossible dates and out-of-range instants.
+    """
+    m = _TS.fullmatch(text.encode("ascii", "replace"))
+    if not m:
+        raise ValueError(f"timestamp {text[:40]!r} is not RFC 3339")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, sign, off_h, off_m = m.group(7), m.group(8), m.group(9), m.group(10)
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"timestamp {text!r} has an impossible time of day")
+    try:
+        days = dt.date(year, month, day).toordinal() - _EPOCH
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} has an impossible date") from None
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    if sign:
+        oh, om = int(off_h), int(off_m)
+        if oh > 23 or om > 59:
+            raise ValueError(f"timestamp {text!r} has an impossible UTC offset")
+        seconds -= (1 if sign == b"+" else -1) * (oh * 3600 + om * 60)
+    ns = seconds * NS + (int(frac.ljust(9, b"0")) if frac else 0)
+    if not _TS_MIN <= ns <= _TS_MAX:
+        raise ValueError(f"timestamp {text!r} is outside the range InfluxDB can store")
+    return ns
+
+
+def _num(value: object) -> float | None:
+    """A measured value as float (JSON integers too, so field types never change), else None."""
+    t = type(value)
+    if t is float:
+        return value  # type: ignore[return-value]  # orjson never yields NaN or inf
+    if t is int:
+        f = float(value)  # type: ignore[arg-type]
+        return f if math.isfinite(f) else None
+    return None
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw[:MAX_SNIPPET].decode("utf-8", "replace")
+    return text + ("..." if len(raw) > MAX_SNIPPET else "")
+
+
+@dataclass
+class Counters:
+    """Cumulative counts, reported in the `tigo_ingest` self-metrics."""
+
+    lines_read: int = 0
+    reports: int = 0
+    lines_skipped: int = 0
+    lines_invalid: int = 0
+    infrastructure_reports: int = 0
+    last_report_monotonic: float | None = None
+    nodes: set[tuple[int, int]] = field(default_factory=set)
+
+
+class Converter:
+    """Turns taptap stdout lines into line protocol, keeping identity tags from the registry."""
+
+    def __init__(self, measurement: str = "tigo_power_report", registry: Registry | None = None,
+                 time_shift_ns: int = 0) -> None:
+        self.measurement = lineproto.measurement(measurement)
+        self.registry = registry or Registry()
+        self.time_shift_ns = time_shift_ns
+        self.counters = Counters()
+        self._tags: dict[tuple[int, int], str] = {}
+        self._tags_generation = -1
+        self._times: dict[str, int] = {}
+
+    def convert(self, raw: bytes) -> str | None:
+        """One taptap stdout line (without its newline) -> one line of line protocol, or None."""
+        raw = raw.strip()
+        if not raw:
+            return None
+        c = self.counters
+        c.lines_read += 1
+        if not raw.startswith(b"{"):
+            c.lines_skipped += 1
+            log.debug(f"skipped a line that is not taptap JSON: {_snippet(raw)}", key="noise")
+            return None
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return self._invalid(f"not valid JSON ({exc})", raw)
+        if type(obj) is not dict:
+            return self._invalid("JSON that is not an object", raw)
+        event = obj.get("event_type")
+        if event is None:
+            gw, node = obj.get("gateway"), obj.get("node")
+            if type(gw) is not dict or type(node) is not dict:
+                return self._invalid("a report without gateway/node objects", raw)
+            gateway, node_id = gw.get("id"), node.get("id")
+            if self._bad_id(gateway) or self._bad_id(node_id):
+                return self._invalid("a report without valid gateway/node ids", raw)
+            if "address" in gw:
+                self.registry.learn_gateway(gateway, address_hex(gw["address"]))
+            if "address" in node or "barcode" in node:
+                self.registry.learn_node(gateway, node_id, address_hex(node.get("address")),
+                                         valid_barcode(node.get("barcode")))
+        elif event == "power_report":
+            gateway, node_id = obj.get("gateway"), obj.get("node")
+            if self._bad_id(gateway) or self._bad_id(node_id):
+                return self._invalid("a report without valid gateway/node ids", raw)
+        elif event == "infrastructure_report":
+            self._infrastructure(obj)
+            return None
+        else:
+            c.lines_skipped += 1
+            log.debug(f"skipped taptap event of unknown type {str(event)[:40]!r}", key="event")
+            return None
+
+        ts_text = obj.get("timestamp")
+        if type(ts_text) is not str:
+            return self._invalid("a report without a timestamp", raw)
+        ns = self._times.get(ts_text)
+        if ns is None:
+            try:
+                ns = parse_timestamp(ts_text) + self.time_shift_ns
+            except ValueError as exc:
+                return self._invalid(str(exc), raw)
+            if len(self._times) > 512:
+                self._times.clear()
+            self._times[ts_text] = ns
+
+        fields = self._fields(obj)
+        if not fields:
+            return self._invalid("a report without any usable value", raw)
+        key = (gateway, node_id)
+        if self._tags_generation != self.registry.generation:
+            self._tags.clear()
+            self._tags_generation = self.registry.generation
+        tags = self._tags.get(key)
+        if tags is None:
+            tags = self._tags[key] = self._tag_string(gateway, node_id)
+        c.reports += 1
+        c.last_report_monotonic = time.monotonic()
+        c.nodes.add(key)
+        return f"{tags} {fields} {ns}\n"
+
+    @staticmethod
+    def _bad_id(value: object) -> bool:
+        return type(value) is not int or not 0 <= value <= 65535  # type: ignore[operator]
+
+    @staticmethod
+    def _fields(obj: dict) -> str:
+        """The schema's fields, sorted like the old ingest's; a missing value drops only its own fields."""
+        vin = _num(obj.get("voltage_in"))
+        vout = _num(obj.get("voltage_out"))
+        cur = _num(obj.get("current"))
+        duty = _num(obj.get("dc_dc_duty_cycle"))
+        temp = _num(obj.get("temperature"))
+        rssi = obj.get("rssi")
+        parts = []
+        power = vin * cur if vin is not None and cur is not None else None
+        if power is not None and not math.isfinite(power):
+            power = None
+        if cur is not None:
+            parts.append(f"current_in_a={cur!r}")
+        if power is not None and vout:
+            out = power / vout
+            if math.isfinite(out):
+                parts.append(f"current_out_a={round(out, 4)!r}")
+        if duty is not None:
+            parts.append(f"duty_cycle={duty!r}")
+        if power is not None:
+            parts.append(f"power_w={round(power, 3)!r}")
+        if type(rssi) is int or (type(rssi) is float and rssi.is_integer()):
+            parts.append(f"rssi={int(rssi)}i")
+        if temp is not None:
+            parts.append(f"temperature_c={temp!r}")
+        if vin is not None:
+            parts.append(f"voltage_in_v={vin!r}")
+        if vout is not None:
+            parts.append(f"voltage_out_v={vout!r}")
+        return ",".join(parts)
+
+    def _tag_string(self, gateway: int, node: int) -> str:
+        tags = {"gateway_id": str(gateway), "node_id": str(node), "src": "tigo",
+                **self.registry.tags(gateway, node)}
+        escaped = ((k, lineproto.tag_value(v)) for k, v in sorted(tags.items()))
+        return self.measurement + "".join(f",{k}={v}" for k, v in escaped if v)
+
+    def _infrastructure(self, obj: dict) -> None:
+        """Fork identities: gateway addresses, node addresses and barcodes (map keys are int strings)."""
+        self.counters.infrastructure_reports += 1
+        gateways, nodes = obj.get("gateways"), obj.get("nodes")
+        for gw_key, info in (gateways.items() if type(gateways) is dict else ()):
+            gw = _int_key(gw_key)
+            if gw is not None and type(info) is dict:
+                self.registry.learn_gateway(gw, address_hex(info.get("address")))
+        for gw_key, table in (nodes.items() if type(nodes) is dict else ()):
+            gw = _int_key(gw_key)
+            if gw is None or type(table) is not dict:
+                continue
+            for node_key, info in table.items():
+                node = _int_key(node_key)
+                if node is not None and type(info) is dict:
+                    self.registry.learn_node(gw, node, address_hex(info.get("address")),
+                                             valid_barcode(info.get("barcode")))
+
+    def _invalid(self, why: str, raw: bytes) -> None:
+        self.counters.lines_invalid += 1
+        log.warn(f"rejected a taptap line: {why}: {_snippet(raw)}", key="invalid:" + why[:24])
+        return None
+
+
+def _int_key(key: str) -> int | None:
+    return int(key) if key.isdigit() and len(key) <= 5 and int(key) <= 65535 else None

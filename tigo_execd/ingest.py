@@ -1,0 +1,183 @@
+"""`tigo-execd run`: the long-running execd input. Source -> convert -> stdout, plus self-metrics.
+
+Data flows one way: a source (sources.py, bridge.py) yields taptap stdout bytes, the Converter
+(convert.py) turns each line into line protocol, Output (output.py) writes it. Each chunk read is
+written as soon as it is converted, so a lone report reaches Telegraf at once and a backlog goes out
+in batches. Shutdown (stdin EOF from Telegraf, SIGTERM, SIGINT, stdout closed) stops the source,
+collects what taptap still prints, flushes and exits 0 within 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+from tigo_execd import lineproto
+from tigo_execd.cli import add_log_level
+from tigo_execd.convert import Converter
+from tigo_execd.log import log
+from tigo_execd.output import Output, is_pipe
+from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
+
+EX_NOINPUT = 66
+MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
+SHUTDOWN_BUDGET = 1.5
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="convert taptap output to line protocol (Telegraf inputs.execd)",
+                       description="Convert taptap output to InfluxDB line protocol on stdout. "
+                                   "Exactly one source.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--taptap-cmd", metavar="CMD",
+                     help='run this taptap command line, e.g. "taptap observe --serial /dev/ttyUSB0"')
+    src.add_argument("--jsonl", metavar="PATH", help="read taptap JSON lines from PATH (- = stdin)")
+    src.add_argument("--demo", action="store_true", help="print a bundled demo day ending now")
+    src.add_argument("--source", metavar="SPEC",
+                     help="one source as one string (for a Telegraf conf taking it from one "
+                          "environment variable): cmd:COMMAND or jsonl:PATH")
+    p.add_argument("--measurement", default="tigo_power_report",
+                   help="measurement for power reports (default: tigo_power_report)")
+    p.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
+                   help="seconds between tigo_ingest self-metric lines; 0 = off (default: 60)")
+    add_log_level(p)
+    p.set_defaults(func=main)
+
+
+def parse_source_spec(spec: str) -> tuple[str, str]:
+    """`--source SPEC` -> (option, value) of the dedicated source option it stands for."""
+    for prefix, option in (("cmd:", "taptap_cmd"), ("jsonl:", "jsonl")):
+        if spec.startswith(prefix) and spec[len(prefix):].strip():
+            return option, spec[len(prefix):]
+    raise ValueError(f"--source {spec!r}: expected cmd:COMMAND or jsonl:PATH")
+
+
+def make_source(args: argparse.Namespace) -> Source:
+    if args.source:
+        option, value = parse_source_spec(args.source)
+        setattr(args, option, value)
+    if args.taptap_cmd:
+        return TaptapSource.from_command(args.taptap_cmd)
+    if args.jsonl:
+        return JsonlSource(args.jsonl)
+    return DemoSource()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        lineproto.measurement(args.measurement)
+        if args.stats_interval < 0:
+            raise ValueError("--stats-interval must be 0 (off) or a positive number of seconds")
+        source = make_source(args)
+    except ValueError as exc:
+        log.error(str(exc))
+        return 64
+    except OSError as exc:
+        log.error(f"cannot read {args.jsonl}: {exc.strerror}")
+        return EX_NOINPUT
+    return asyncio.run(Ingest(source, Converter(args.measurement, time_shift_ns=source.time_shift_ns),
+                              args.stats_interval).run())
+
+
+class Ingest:
+    """One run of the pipeline: source -> converter -> stdout, with stats and a clean shutdown."""
+
+    def __init__(self, source: Source, converter: Converter, stats_interval: float) -> None:
+        self.source = source
+        self.converter = converter
+        self.stats_interval = stats_interval
+        self.out = Output()
+        self.stop = asyncio.Event()
+        self.started = time.monotonic()
+        self._partial = b""
+        self._discarding = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        await self.out.open()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # Telegraf's other `signal` values
+            loop.add_signal_handler(sig, log.debug, f"ignoring signal {sig.name}")
+        tasks = [asyncio.create_task(self.out.closed.wait())]
+        if not self.source.uses_stdin and is_pipe(0):
+            tasks.append(asyncio.create_task(self._watch_stdin()))
+        if self.stats_interval > 0:
+            tasks.append(asyncio.create_task(self._stats_loop()))
+        pump = asyncio.create_task(self._pump())
+        stop = asyncio.create_task(self.stop.wait())
+        await asyncio.wait([pump, stop, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():
+            await self.source.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(pump), SHUTDOWN_BUDGET)
+            except asyncio.TimeoutError:
+                log.warn("source did not finish in time; exiting without its last output")
+                pump.cancel()
+        if pump.done() and not pump.cancelled() and pump.exception():
+            raise pump.exception()  # type: ignore[misc]
+        for task in (*tasks, stop, pump):
+            task.cancel()
+        if self.stats_interval > 0:
+            self.out.write(self._stats_line())
+        await self.out.close()
+        log.report_suppressed()
+        return 0
+
+    async def _pump(self) -> None:
+        convert = self.converter.convert
+        async for chunk in self.source.chunks():
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()
+            if self._discarding and lines:
+                lines[0], self._discarding = b"", False
+            if len(self._partial) > MAX_LINE:
+                self._drop_long_line()
+            out = [text for line in lines if (text := convert(line))]
+            if out:
+                self.out.write("".join(out).encode())
+                await self.out.drain()
+            if self.out.closed.is_set():
+                return
+        if self._partial and not self._discarding:
+            text = convert(self._partial)
+            if text:
+                self.out.write(text.encode())
+
+    def _drop_long_line(self) -> None:
+        self.converter.counters.lines_read += 1
+        self.converter.counters.lines_invalid += 1
+        log.warn(f"rejected a taptap line longer than {MAX_LINE} bytes", key="long-line")
+        self._partial, self._discarding = b"", True
+
+    async def _watch_stdin(self) -> None:
+        """Telegraf closes our stdin to stop us: EOF is the shutdown signal."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+        while await reader.read(4096):
+            pass
+        log.debug("stdin closed: shutting down")
+        self.stop.set()
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            self.out.write(self._stats_line())
+            log.report_suppressed()
+
+    def _stats_line(self) -> bytes:
+        c = self.converter.counters
+        fields: dict[str, lineproto.Field | None] = {
+            "lines_read": c.lines_read, "reports": c.reports, "lines_skipped": c.lines_skipped,
+            "lines_invalid": c.lines_invalid, "infrastructure_reports": c.infrastructure_reports,
+            "nodes_seen": len(c.nodes),
+            "last_report_age_s": None if c.last_report_monotonic is None
+            else round(time.monotonic() - c.last_report_monotonic, 3),
+            **self.source.fields(),
+        }
+        text = lineproto.line("tigo_ingest", {"source": self.source.name}, fields, time.time_ns())
+        return text.encode() if text else b""

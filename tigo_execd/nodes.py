@@ -1,0 +1,248 @@
+"""`tigo-execd nodes`: the weak-node report, read back from InfluxDB.
+
+A node that sends fewer reports than its neighbours is usually the real cause of missing power, and
+a node that sends nothing at all is the worst case, so the report lists, per (gateway, node), how
+many reports arrived against how many were due, worst first, including nodes known from the last
+days (or from the node registry) that sent nothing in the window.
+
+Reports due: every optimizer reports every 20 s while its panel has light, 3 per minute. The
+minutes of daylight are taken from the data itself: a minute counts when ANY node of the site
+reported in it, so night and whole-site outages (the watchdog's business) do not count against a
+node, but a node that wakes late, sleeps early or drops reports does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+import orjson
+
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.log import log
+
+REPORTS_PER_MINUTE = 3   # one every 20 s
+KNOWN_DAYS = 7           # a node seen this recently is expected to report
+LOW_COMPLETENESS = 0.9   # below this share of the reports due a node is marked "low"
+MAX_HOURS = 24 * 31      # keeps the per-minute query at most 44640 rows
+EX_UNAVAILABLE = 69      # InfluxDB unreachable
+EX_SOFTWARE = 70         # InfluxDB rejected the query
+EX_NOPERM = 77           # InfluxDB refused the credentials
+NAME_TAGS = ("barcode", "panel", "string")
+COLUMNS = ("gateway_id", "node_id", "barcode", "panel", "string", "status", "reports", "expected",
+           "completeness", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc")
+
+
+@dataclass
+class NodeRow:
+    gateway_id: str
+    node_id: str
+    barcode: str = ""
+    panel: str = ""
+    string: str = ""
+    status: str = "silent"            # silent | low | ok | idle (the site reported nothing)
+    reports: int = 0
+    expected: int = 0
+    completeness: float | None = None  # reports / expected, None when nothing was due
+    rssi_mean: float | None = None
+    rssi_min: int | None = None
+    rssi_p95: int | None = None
+    last_seen_utc: str | None = None   # newest report within the last KNOWN_DAYS (or the window)
+
+
+@dataclass
+class Report:
+    start_utc: str
+    end_utc: str
+    hours: float
+    active_minutes: int    # minutes in which any node reported
+    expected_per_node: int
+    nodes: list[NodeRow]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ns(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000_000
+
+
+def _id_key(value: str) -> tuple[int, str]:
+    """Ids are tag strings: sort them as numbers (2 before 10), odd values after."""
+    return (int(value), "") if value.isdigit() else (sys.maxsize, value)
+
+
+def _rows(series: list[dict[str, Any]]) -> Iterable[tuple[dict[str, str], dict[str, Any]]]:
+    """(tags, column -> value) for every row of every series of a query answer."""
+    for s in series:
+        cols = s["columns"]
+        for values in s.get("values", []):
+            yield s.get("tags", {}), dict(zip(cols, values))
+
+
+def build_report(db: Influx, source: str, end: datetime, hours: float,
+                 registry_nodes: Iterable[tuple[int, int]] = ()) -> Report:
+    """Query InfluxDB (three bounded queries) and rank the nodes worst first."""
+    end = end.replace(second=0, microsecond=0)  # whole minutes: every minute has 3 reports due
+    start = end - timedelta(hours=hours)
+    window = f"time >= {_ns(start)} AND time < {_ns(end)}"
+    known_since = min(start, end - timedelta(days=KNOWN_DAYS))
+    known_window = f"time >= {_ns(known_since)} AND time < {_ns(end)}"
+
+    active = db.query(f"SELECT count(rssi) FROM {source} WHERE {window} GROUP BY time(1m) fill(none)",
+                      epoch="s")
+    active_minutes = sum(1 for _, v in _rows(active) if v["count"])
+    expected = active_minutes * REPORTS_PER_MINUTE
+
+    nodes: dict[tuple[str, str], NodeRow] = {}
+    newest: dict[tuple[str, str], int] = {}
+    # one series per distinct tag combination: a node whose barcode or name was learnt during the
+    # week shows up more than once, and its newest combination wins
+    known = db.query(f"SELECT last(rssi) FROM {source} WHERE {known_window} "
+                     f"GROUP BY gateway_id, node_id, {', '.join(map(_ident, NAME_TAGS))}", epoch="s")
+    for tags, v in _rows(known):
+        key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
+        row = nodes.setdefault(key, NodeRow(*key))
+        if v["time"] >= newest.get(key, -1):
+            newest[key] = v["time"]
+            row.last_seen_utc = _iso(datetime.fromtimestamp(v["time"], timezone.utc))
+            for tag in NAME_TAGS:
+                setattr(row, tag, tags.get(tag) or getattr(row, tag))
+    for gateway, node in registry_nodes:
+        nodes.setdefault((str(gateway), str(node)), NodeRow(str(gateway), str(node)))
+
+    stats = db.query(f"SELECT count(rssi), mean(rssi), min(rssi), percentile(rssi, 95) "
+                     f"FROM {source} WHERE {window} GROUP BY gateway_id, node_id", epoch="s")
+    for tags, v in _rows(stats):
+        key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
+        row = nodes.setdefault(key, NodeRow(*key))
+        row.reports = int(v["count"] or 0)
+        row.rssi_mean = None if v["mean"] is None else round(v["mean"], 1)
+        row.rssi_min, row.rssi_p95 = v["min"], v["percentile"]
+
+    for row in nodes.values():
+        row.expected = expected
+        if expected:
+            row.completeness = round(row.reports / expected, 3)
+            row.status = ("silent" if not row.reports else
+                          "low" if row.completeness < LOW_COMPLETENESS else "ok")
+        else:
+            row.status = "idle"
+    ranked = sorted(nodes.values(), key=lambda r: (
+        r.reports > 0, r.completeness if r.completeness is not None else math.inf,
+        r.rssi_mean if r.rssi_mean is not None else math.inf,
+        _id_key(r.gateway_id), _id_key(r.node_id)))
+    return Report(_iso(start), _iso(end), hours, active_minutes, expected, ranked)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_table(report: Report) -> str:
+    head = ["gateway", "node", "barcode", "panel", "string", "status", "reports", "expected",
+            "complete", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc"]
+    body = []
+    for r in report.nodes:
+        cells = [_cell(getattr(r, c)) for c in COLUMNS]
+        cells[8] = "" if r.completeness is None else f"{r.completeness:.1%}"
+        body.append(cells)
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    numeric = {6, 7, 8, 9, 10, 11}
+    lines = [f"# {report.start_utc} .. {report.end_utc} ({report.hours:g} h): the site reported "
+             f"in {report.active_minutes} minutes, {report.expected_per_node} reports due per node"]
+    for cells in [head, *body]:
+        lines.append("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows([_cell(getattr(r, c)) for c in COLUMNS] for r in report.nodes)
+    return out.getvalue()
+
+
+def format_json(report: Report) -> str:
+    return orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+FORMATS = {"table": format_table, "csv": format_csv, "json": format_json}
+
+
+def _hours(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_HOURS:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_HOURS}")
+    return value
+
+
+def _when(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a UTC offset or Z: {text!r}")
+    return t
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from tigo_execd.cli import add_log_level
+
+    p = subparsers.add_parser(
+        "nodes", help="weak-node report: reports received vs due, rssi, silent nodes",
+        description="Rank the optimizers worst first by the share of their reports that reached "
+                    "InfluxDB. Credentials come from the environment: INFLUX_USER, INFLUX_PASS.")
+    p.add_argument("--hours", type=_hours, default=24.0, help="window length (default 24)")
+    p.add_argument("--until", type=_when, default=None, metavar="TIME",
+                   help="end of the window, ISO 8601 with offset (default: now)")
+    p.add_argument("--format", choices=list(FORMATS), default="table")
+    p.add_argument("--influx-url", default="http://127.0.0.1:8086")
+    p.add_argument("--db", default="bms")
+    p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
+    p.add_argument("--measurement", default="tigo_power_report")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per query (default 10)")
+    add_log_level(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    db = Influx(url=args.influx_url, db=args.db, user=os.environ.get("INFLUX_USER"),
+                password=os.environ.get("INFLUX_PASS"), timeout=args.timeout)
+    source = (f"{_ident(args.rp)}." if args.rp else "") + _ident(args.measurement)
+    try:
+        report = build_report(db, source, args.until or datetime.now(timezone.utc), args.hours)
+    except InfluxUnreachable as exc:
+        log.error(str(exc))
+        return EX_UNAVAILABLE
+    except InfluxAuthFailed as exc:
+        log.error(f"{exc} (set INFLUX_USER and INFLUX_PASS)")
+        return EX_NOPERM
+    except InfluxError as exc:
+        log.error(f"query on {args.db} {source} failed: {exc}")
+        return EX_SOFTWARE
+    if not report.nodes:
+        log.warn(f"no reports in {args.db} {source} in the last {KNOWN_DAYS} days")
+    elif not report.active_minutes:
+        log.warn(f"no node reported between {report.start_utc} and {report.end_utc} (night?)")
+    sys.stdout.write(FORMATS[args.format](report))
+    return 0
