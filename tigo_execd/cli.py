@@ -14,15 +14,14 @@ from tigo_execd import __version__
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 EX_USAGE = 64
-SUBCOMMANDS = ["ingest", "barcode", "nodes"]
+SUBCOMMANDS = ["ingest", "barcode", "nodes", "watchdog"]
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with Telegraf's E! prefix and exit code 64 for usage errors."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        log.write(f"E! {self.prog}: {message}")
+        log.write(f"E! {self.prog}: {message} (see: {self.prog} --help)")
         sys.exit(EX_USAGE)
 
 

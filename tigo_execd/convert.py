@@ -108,7 +108,7 @@ class Converter:
             return None
         c = self.counters
         c.lines_read += 1
-        if not raw.startswith(b"{"):
+        if raw[0] not in b"{[":
             c.lines_skipped += 1
             log.debug(f"skipped a line that is not taptap JSON: {_snippet(raw)}", key="noise")
             return None

@@ -81,8 +81,7 @@ class Supervisor:
                 delay = self.min_delay
             if rc is not None:
                 meaning = EXIT_MEANING.get(rc, f"killed by signal {-rc}" if rc < 0 else "unexpected")
-                log.warn(f"taptap exited with code {rc} ({meaning}); restarting in {delay:g} s",
-                         key="taptap-exit")
+                log.warn(f"taptap exited with code {rc} ({meaning}); restarting in {delay:g} s")
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             except asyncio.TimeoutError:

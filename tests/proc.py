@@ -1,0 +1,86 @@
+"""A child process with non-blocking stdout/stderr capture, for tests that watch it while it runs."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_TAPTAP = [sys.executable, str(ROOT / "tests" / "fake_taptap.py")]
+
+
+class Child:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None,
+                 stdin: int | None = subprocess.PIPE) -> None:
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=full_env, cwd=ROOT)
+        self.out = b""
+        self.err = b""
+        self.sel = selectors.DefaultSelector()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+            self.sel.register(stream, selectors.EVENT_READ)
+
+    def pump(self, timeout: float) -> None:
+        """Collect whatever output arrives within `timeout` (returns early when something came)."""
+        for key, _ in self.sel.select(timeout):
+            data = key.fileobj.read()
+            if not data:
+                self.sel.unregister(key.fileobj)
+                continue
+            if key.fileobj is self.proc.stdout:
+                self.out += data
+            else:
+                self.err += data
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {what}; stdout={self.out[-2000:]!r} "
+                                     f"stderr={self.err[-3000:]!r}")
+            if self.sel.get_map():
+                self.pump(min(remaining, 0.1))
+            else:
+                time.sleep(min(remaining, 0.05))  # both pipes closed: only the predicate can change
+
+    def wait_stdout(self, text: bytes, timeout: float = 10.0) -> None:
+        self.wait_for(lambda: text in self.out, timeout, f"{text!r} on stdout")
+
+    def wait_stderr(self, text: bytes, timeout: float = 10.0) -> None:
+        self.wait_for(lambda: text in self.err, timeout, f"{text!r} on stderr")
+
+    def finish(self, timeout: float = 10.0) -> int:
+        """Wait for exit, collecting all output; returns the exit code."""
+        self.wait_for(lambda: self.proc.poll() is not None and not self.sel.get_map(), timeout,
+                      "exit")
+        return self.proc.returncode
+
+    def close_stdin(self) -> None:
+        self.proc.stdin.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stdout_lines(self) -> list[str]:
+        return self.out.decode().splitlines()
+
+    def stderr_lines(self) -> list[str]:
+        return self.err.decode().splitlines()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,172 @@
+"""Conversion rules of the ingest core: both formats, the schema to the letter, timestamps, hostile input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tigo_execd import lineproto
+from tigo_execd.convert import Converter, parse_timestamp
+
+DATA = Path(__file__).parent / "data"
+WORKED = (b'{"gateway":{"id":4609},"node":{"id":116},"timestamp":"2024-08-24T09:16:41.686961-05:00",'
+          b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
+          b'"temperature":26.8,"rssi":132}')
+
+
+def convert_all(lines, conv=None):
+    conv = conv or Converter()
+    return conv, [out for line in lines if (out := conv.convert(line))]
+
+
+def test_worked_example_of_the_old_ingest_without_its_float_noise():
+    # SEED-INVENTORY.md: same tags and fields, exact timestamp, computed values rounded.
+    out = Converter().convert(WORKED)
+    assert out == ("tigo_power_report,gateway_id=4609,node_id=116,src=tigo current_in_a=6.94,"
+                   "current_out_a=7.0319,duty_cycle=1.0,power_w=212.364,rssi=132i,temperature_c=26.8,"
+                   "voltage_in_v=30.6,voltage_out_v=30.2 1724509001686961000\n")
+
+
+def test_upstream_identity_tags_and_missing_current_out():
+    _, out = convert_all((DATA / "taptap-upstream.jsonl").read_bytes().splitlines())
+    assert len(out) == 10
+    assert out[8].startswith("tigo_power_report,barcode=4-A2346FZ,gateway_addr=04c05b300002be16,"
+                             "gateway_id=4609,node_addr=04c05b4000a2346f,node_id=2,src=tigo ")
+    # node 3: address known, no barcode yet; voltage_out 0 -> no current_out_a
+    assert ",node_addr=04c05b4000a23471,node_id=3,src=tigo " in out[9]
+    assert "barcode" not in out[9] and "current_out_a" not in out[9]
+    assert "temperature_c=-2.5" in out[9]
+
+
+def test_fork_joins_identities_from_infrastructure_report_and_counts_noise():
+    conv, out = convert_all((DATA / "taptap-fork.jsonl").read_bytes().splitlines())
+    c = conv.counters
+    assert (c.lines_read, c.reports, c.lines_skipped, c.lines_invalid, c.infrastructure_reports) == \
+        (10, 7, 1, 0, 2)
+    assert out[0].startswith("tigo_power_report,barcode=4-A2346FZ,gateway_addr=04c05b300002be16,"
+                             "gateway_id=4609,node_addr=04c05b4000a2346f,node_id=2,src=tigo ")
+    assert out[0].endswith(" 1743700782862954593\n")  # nine fractional digits kept exactly
+    # gateway 4610 is in no infrastructure report: ids only
+    assert out[5].startswith("tigo_power_report,gateway_id=4610,node_id=2,src=tigo ")
+    assert out[6].endswith(" 1743700803000000000\n")  # no fractional digits, Z
+    assert ",node_id=40001," in out[6]
+
+
+def test_barcode_that_arrives_late_tags_later_reports():
+    power = b'{"event_type":"power_report","gateway":1,"node":5,"timestamp":"2025-01-01T12:00:00Z","rssi":100}'
+    infra = (b'{"event_type":"infrastructure_report","gateways":{},"nodes":{"1":{"5":'
+             b'{"address":"04:C0:5B:40:00:A2:34:6F","barcode":"4-A2346FZ"}}}}')
+    conv = Converter()
+    assert "barcode" not in conv.convert(power)
+    assert conv.convert(infra) is None
+    assert "barcode=4-A2346FZ" in conv.convert(power)
+
+
+@pytest.mark.parametrize("text, ns", [
+    ("2024-08-24T09:16:41-05:00", 1724509001_000000000),
+    ("2024-08-24T14:16:41Z", 1724509001_000000000),
+    ("2024-08-24T14:16:41.6Z", 1724509001_600000000),
+    ("2024-08-24T14:16:41.686Z", 1724509001_686000000),
+    ("2024-08-24T14:16:41.686961+00:00", 1724509001_686961000),
+    ("2024-08-24T16:16:41.686961123+02:00", 1724509001_686961123),
+    ("2024-08-24t14:16:41.000000001z", 1724509001_000000001),
+    ("2024-08-24T19:46:41.5+05:30", 1724509001_500000000),
+    ("2024-08-24 14:16:41Z", 1724509001_000000000),
+    ("1970-01-01T00:00:00Z", 0),
+    ("1969-12-31T23:59:59.999999999Z", -1),
+])
+def test_timestamps_of_every_precision_and_offset(text, ns):
+    assert parse_timestamp(text) == ns
+
+
+@pytest.mark.parametrize("text", ["", "2024-08-24", "2024-08-24T14:16:41", "2024-02-30T00:00:00Z",
+                                  "2024-08-24T24:00:00Z", "2024-08-24T14:16:41.1234567890Z",
+                                  "2024-08-24T14:16:41+24:00", "9999-01-01T00:00:00Z",
+                                  "2024-08-24T14:16:41Z junk", "२०२४-08-24T14:16:41Z"])
+def test_bad_timestamps_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def report(**over) -> bytes:
+    base = {"event_type": "power_report", "gateway": 7, "node": 3,
+            "timestamp": "2025-04-03T17:20:03Z", "voltage_in": 30.0, "voltage_out": 30.0,
+            "current": 1.0, "dc_dc_duty_cycle": 1.0, "temperature": 20.0, "rssi": 100}
+    base.update(over)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+@pytest.mark.parametrize("line, why", [
+    (b"{not json", "invalid"), (b"[1,2,3]", "invalid"), (b'{"a":1e999}', "invalid"),
+    (b"{\"gateway\":\xff\xfe}", "invalid"), (report(timestamp=...), "invalid"),
+    (report(timestamp=12345), "invalid"), (report(node=...), "invalid"), (report(gateway="7"), "invalid"),
+    (report(node=True), "invalid"), (report(node=-1), "invalid"), (report(gateway=2**40), "invalid"),
+    (report(voltage_in=..., voltage_out=..., current=..., dc_dc_duty_cycle=..., temperature=...,
+            rssi=...), "invalid"),
+    (b"bad tx request: Frame { address: From(GatewayID(0x1201)) }", "skipped"),
+    (b"wrong addr: Frame { ... }", "skipped"),
+    (orjson.dumps({"event_type": "topology_report", "x": 1}), "skipped"),
+])
+def test_unusable_lines_are_counted_never_written(line, why):
+    conv = Converter()
+    assert conv.convert(line) is None
+    c = conv.counters
+    assert (c.lines_invalid, c.lines_skipped) == ((1, 0) if why == "invalid" else (0, 1))
+
+
+def test_a_missing_value_keeps_the_other_fields():
+    out = Converter().convert(report(current=..., rssi="strong", temperature=None))
+    assert out is not None
+    fields = out.split(" ")[1]
+    assert fields == "duty_cycle=1.0,voltage_in_v=30.0,voltage_out_v=30.0"
+
+
+def test_integers_stay_floats_and_rssi_stays_integer():
+    out = Converter().convert(report(voltage_in=30, current=2, rssi=101.0, dc_dc_duty_cycle=1))
+    fields = dict(kv.split("=") for kv in out.split(" ")[1].split(","))
+    assert fields["voltage_in_v"] == "30.0" and fields["current_in_a"] == "2.0"
+    assert fields["rssi"] == "101i" and fields["duty_cycle"] == "1.0"
+    assert fields["power_w"] == "60.0" and fields["current_out_a"] == "2.0"
+
+
+def test_extreme_numbers_never_make_inf_or_nan():
+    out = Converter().convert(report(voltage_in=1e300, current=1e300, voltage_out=1e-320))
+    assert "inf" not in out.lower() and "nan" not in out.lower()
+    assert "power_w" not in out and "current_out_a" not in out
+    assert "voltage_in_v=1e+300" in out
+
+
+def test_hostile_barcode_never_becomes_a_tag():
+    hostile = 'x y,z=1\n"\\'
+    upstream = orjson.dumps({"gateway": {"id": 1}, "node": {"id": 2, "barcode": hostile},
+                             "timestamp": "2025-01-01T00:00:00Z", "rssi": 5})
+    out = Converter().convert(upstream)
+    assert out == "tigo_power_report,gateway_id=1,node_id=2,src=tigo rssi=5i 1735689600000000000\n"
+
+
+def test_measurement_override_is_escaped_and_bad_ones_refused():
+    out = Converter("solar panels,roof").convert(report())
+    assert out.startswith("solar\\ panels\\,roof,gateway_id=7,")
+    for bad in ("", "#comment", "a\nb", "back\\slash"):
+        with pytest.raises(ValueError):
+            Converter(bad)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("plain", "plain"), ("a b", "a\\ b"), ("a,b", "a\\,b"), ("a=b", "a\\=b"),
+    ("new\nline\r", "newline"), ("trailing\\", "trailing/"), ("\\,", "/\\,"), ("\x00\x1f", None),
+    ("", None), ("Süd-Dach ☀", "Süd-Dach\\ ☀"),
+])
+def test_tag_values_are_escaped_for_telegraf_and_influx(value, expected):
+    assert lineproto.tag_value(value) == expected
+
+
+def test_generic_line_formatting():
+    text = lineproto.line("m", {"b": "2", "a": "x y", "empty": ""},
+                          {"s": 'say "hi"\\\n', "i": 3, "f": 1.5, "nan": math.nan, "t": True,
+                           "none": None}, 17)
+    assert text == 'm,a=x\\ y,b=2 s="say \\"hi\\"\\\\ ",i=3i,f=1.5,t=true 17\n'
+    assert lineproto.line("m", {}, {"nan": math.inf}) is None
