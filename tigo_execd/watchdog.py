@@ -1,0 +1,500 @@
+"""`tigo-execd watchdog`: is data arriving, and if not, why? One check per newline on stdin.
+
+Run by its own Telegraf instance (inputs.execd, `signal = "STDIN"`): each `\\n` runs one check and
+prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention.
+`--once` prints a one-line summary for people and scripts and exits 0 OK, 1 WARN, 2 CRIT.
+
+It reads back what the ingest wrote: the newest report per (gateway, node) over the last days, and
+the ingest's own `tigo_ingest` self-metrics; every query has a time window (ending at the check's
+`now`, so a point dated in the future cannot hide staleness) and an HTTP timeout. With a location
+the sun's elevation tells night from an outage; without one the old 240-minute lag limit applies.
+
+Reasons, in order of precedence (the first that applies wins):
+  influx_auth_failed, influx_unreachable, influx_query_failed   CRIT  the check itself cannot run
+  ingest_stopped        CRIT  self-metrics were written before, none in the last window
+  source_disconnected   CRIT  every self-metric of the window says the bus source is disconnected
+  taptap_not_running    CRIT  every self-metric of the window says taptap is not running
+  no_data               CRIT  the measurement has no series at all
+  nodes_silent          WARN  data is fresh, but some optimizers have been silent for too long
+  healthy               OK    data is fresh
+  night                 OK    data is stale, but the sun is (or was until recently) below the horizon
+  bus_silent            CRIT  stale in daylight, and the ingest sees no bytes (or taptap prints nothing)
+  no_reports_decoded    CRIT  stale in daylight, bytes or lines arrive but no report is decoded
+  stale_data            CRIT  stale in daylight for any other reason (the message says what is known)
+The ingest faults come first because they hold day and night and are the cause behind the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from tigo_execd import lineproto
+from tigo_execd.cli import EX_USAGE, add_log_level
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.log import log
+
+OK, WARN, CRIT = "OK", "WARN", "CRIT"
+CODES = {OK: 0, WARN: 1, CRIT: 2}
+STATUS = {"healthy": OK, "night": OK, "nodes_silent": WARN}  # every other reason is CRIT
+NS_PER_MIN = 60_000_000_000
+BUS_QUIET_S = 60.0        # a powered CCA polls all the time: a minute without a byte is not normal
+MAX_LISTED_NODES = 50     # silent_nodes stays a readable string even when a whole TAP is gone
+POWER_FIELD = "power_w"   # present in every report (schema contract)
+
+
+@dataclass
+class Settings:
+    influx: Influx
+    rp: str
+    measurement: str
+    ingest_measurement: str
+    latitude: float | None
+    longitude: float | None
+    max_lag_min: float
+    day_lag_min: float
+    node_silence_min: float
+    day_elevation: float
+    inventory_days: float
+    ingest_window_min: float
+
+    @property
+    def located(self) -> bool:
+        return self.latitude is not None and self.longitude is not None
+
+
+@dataclass
+class Node:
+    gateway_id: str
+    node_id: str
+    barcode: str | None
+    last_ns: int
+
+    def label(self) -> str:
+        text = f"{self.gateway_id}/{self.node_id}"
+        return f"{text} ({self.barcode})" if self.barcode else text
+
+
+@dataclass
+class Verdict:
+    reason: str
+    message: str
+    silent: list[Node] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return STATUS.get(self.reason, CRIT)
+
+
+@dataclass
+class Facts:
+    """What one check found out; `nodes` is None when InfluxDB could not be asked."""
+
+    now_ns: int
+    nodes: list[Node] | None = None
+    reporting: int | None = None  # nodes heard within --node-silence-min
+    sun_elevation: float | None = None
+
+    @property
+    def last_ns(self) -> int | None:
+        return max((n.last_ns for n in self.nodes), default=None) if self.nodes else None
+
+    def lag_min(self) -> float | None:
+        last = self.last_ns
+        return None if last is None else (self.now_ns - last) / NS_PER_MIN
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _target(rp: str, measurement: str) -> str:
+    return f"{_ident(rp)}.{_ident(measurement)}" if rp else _ident(measurement)
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+
+
+def _minutes(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+class Check:
+    """One health check against InfluxDB; `run()` never raises for InfluxDB trouble."""
+
+    def __init__(self, s: Settings, now_ns: int) -> None:
+        self.s = s
+        self.now_ns = now_ns
+        self.target = _target(s.rp, s.measurement)
+        self.ingest_target = _target(s.rp, s.ingest_measurement)
+        self.facts = Facts(now_ns)
+
+    def _window(self, minutes: float, future: bool = False) -> str:
+        span = int(minutes * NS_PER_MIN)
+        if future:
+            return f"time > {self.now_ns} AND time <= {self.now_ns + span}"
+        return f"time > {self.now_ns - span} AND time <= {self.now_ns}"
+
+    def _query(self, q: str) -> list[dict[str, Any]]:
+        log.debug(f"watchdog query: {q}")
+        return self.s.influx.query(q)
+
+    def run(self) -> Verdict:
+        try:
+            return self._judge()
+        except InfluxAuthFailed as exc:
+            log.warn(str(exc), key="influx_auth")
+            return Verdict("influx_auth_failed",
+                           f"InfluxDB refused the credentials ({exc}): set INFLUX_USER and INFLUX_PASS "
+                           f"(e.g. in /etc/default/telegraf) to a user that may read '{self.s.influx.db}'.")
+        except InfluxUnreachable as exc:
+            log.warn(str(exc), key="influx_unreachable")
+            return Verdict("influx_unreachable",
+                           f"{exc}: check that InfluxDB runs (systemctl status influxdb) and that "
+                           f"--influx-url points at it.")
+        except InfluxError as exc:
+            log.warn(f"InfluxDB query failed: {exc}", key="influx_query")
+            if "database not found" in str(exc):
+                return Verdict("no_data",
+                               f"Database '{self.s.influx.db}' does not exist: start the Telegraf data "
+                               f"instance (it creates it) or fix --db.")
+            return Verdict("influx_query_failed",
+                           f"InfluxDB rejected the watchdog's query ({exc}): check --db, --rp and "
+                           f"--measurement.")
+
+    # ------------------------------------------------------------------ gathering
+
+    def _nodes(self) -> list[Node]:
+        """Newest report per (gateway, node) within the inventory window."""
+        series = self._query(
+            f"SELECT last({_ident(POWER_FIELD)}) AS {_ident(POWER_FIELD)}, \"barcode\" "
+            f"FROM {self.target} WHERE {self._window(self.s.inventory_days * 1440)} "
+            f'GROUP BY "gateway_id", "node_id"')
+        nodes = []
+        for s in series:
+            row = dict(zip(s["columns"], s["values"][0]))
+            tags = s.get("tags", {})
+            nodes.append(Node(tags.get("gateway_id", ""), tags.get("node_id", ""), row.get("barcode"),
+                              int(row["time"])))
+        return sorted(nodes, key=lambda n: (_num(n.gateway_id), _num(n.node_id)))
+
+    def _has_series(self) -> bool:
+        return bool(self._query(f"SHOW SERIES FROM {self.target} LIMIT 1"))
+
+    def _ingest_rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Self-metric rows per source within --ingest-window-min, oldest first."""
+        series = self._query(f"SELECT * FROM {self.ingest_target} "
+                             f'WHERE {self._window(self.s.ingest_window_min)} GROUP BY "source"')
+        return {s.get("tags", {}).get("source", ""): [dict(zip(s["columns"], v)) for v in s["values"]]
+                for s in series}
+
+    def _ingest_seen_ns(self) -> int | None:
+        """Time of the newest self-metric within the inventory window."""
+        series = self._query(f'SELECT last("lines_read") FROM {self.ingest_target} '
+                             f"WHERE {self._window(self.s.inventory_days * 1440)}")
+        return int(series[0]["values"][0][0]) if series else None
+
+    def _future_last_ns(self) -> int | None:
+        series = self._query(f"SELECT last({_ident(POWER_FIELD)}) FROM {self.target} "
+                             f"WHERE {self._window(self.s.inventory_days * 1440, future=True)}")
+        return int(series[0]["values"][0][0]) if series else None
+
+    def _sun(self, at_ns: int) -> float:
+        from astral import Observer
+        from astral.sun import elevation
+
+        when = datetime.fromtimestamp(at_ns / 1e9, timezone.utc)
+        return float(elevation(Observer(self.s.latitude, self.s.longitude), when))
+
+    # ------------------------------------------------------------------ judging
+
+    def _judge(self) -> Verdict:
+        s, f = self.s, self.facts
+        f.nodes = self._nodes()
+        silence = int(s.node_silence_min * NS_PER_MIN)
+        f.reporting = sum(1 for n in f.nodes if self.now_ns - n.last_ns <= silence)
+        if s.located:
+            f.sun_elevation = round(self._sun(self.now_ns), 2)
+        ingest = self._ingest_rows()
+        lag = f.lag_min()
+
+        verdict = self._ingest_fault(ingest, lag)
+        if verdict:
+            return verdict
+        if not f.nodes and not self._has_series():
+            return Verdict("no_data",
+                           f"Nothing has ever been written to {self.target} in '{s.influx.db}': check "
+                           f"that the Telegraf data instance runs `tigo-execd run` and writes there.")
+        limit = s.day_lag_min if s.located else s.max_lag_min
+        if lag is not None and lag <= limit:
+            return self._fresh(lag)
+        if s.located and self._night(limit):
+            return Verdict("night", self._night_message(limit))
+        return self._stale(ingest, lag, limit)
+
+    def _ingest_fault(self, ingest: dict[str, list[dict[str, Any]]], lag: float | None) -> Verdict | None:
+        window = _minutes(self.s.ingest_window_min)
+        if not ingest:
+            fresh = lag is not None and lag <= self.s.ingest_window_min
+            seen = None if fresh else self._ingest_seen_ns()
+            if seen is not None:
+                return Verdict("ingest_stopped",
+                               f"tigo-execd run has written no self-metrics ({self.s.ingest_measurement})"
+                               f" since {_utc(seen)}: check the Telegraf data instance "
+                               f"(systemctl status telegraf; journalctl -u telegraf).")
+            return None
+        for source, rows in ingest.items():
+            if all(r.get("source_connected") == 0 for r in rows):
+                reconnects = rows[-1].get("source_reconnects")
+                tries = f" after {reconnects} reconnects" if reconnects else ""
+                return Verdict("source_disconnected",
+                               f"The bus source ({source}) has been disconnected for over {window} min"
+                               f"{tries}: check that the RS-485 adapter is plugged in or the TCP "
+                               f"converter is powered and reachable at the configured address.")
+        for source, rows in ingest.items():
+            uses_taptap = source == "taptap-cmd" or any((r.get("taptap_starts") or 0) > 0 for r in rows)
+            if uses_taptap and all(r.get("taptap_running") == 0 for r in rows):
+                starts = rows[-1].get("taptap_starts") or 0
+                return Verdict("taptap_not_running",
+                               f"taptap has not been running for over {window} min ({starts} starts): "
+                               f"read its errors in the Telegraf log (journalctl -u telegraf) and check "
+                               f"the taptap path and serial port permissions (group dialout).")
+        return None
+
+    def _fresh(self, lag: float) -> Verdict:
+        f, s = self.facts, self.s
+        assert f.nodes is not None
+        silence = int(s.node_silence_min * NS_PER_MIN)
+        silent = [n for n in f.nodes if self.now_ns - n.last_ns > silence]
+        settled = lag <= s.node_silence_min and (
+            not s.located or min(f.sun_elevation or 0.0,
+                                 self._sun(self.now_ns - silence)) >= s.day_elevation)
+        if silent and settled:
+            listed = ", ".join(n.label() for n in silent[:3]) + (", ..." if len(silent) > 3 else "")
+            return Verdict("nodes_silent",
+                           f"{len(silent)} of {len(f.nodes)} optimizers have sent nothing for over "
+                           f"{_minutes(s.node_silence_min)} min while the others report ({listed}): "
+                           f"check their panels, connectors and cabling.", silent)
+        return Verdict("healthy", f"{f.reporting} of {len(f.nodes)} optimizers reporting, newest report "
+                                  f"{_minutes(lag)} min old.")
+
+    def _night(self, limit: float) -> bool:
+        """Night, or the sun rose above --day-elevation less than `limit` minutes ago."""
+        earlier = self._sun(self.now_ns - int(limit * NS_PER_MIN))
+        return min(self.facts.sun_elevation or 0.0, earlier) < self.s.day_elevation
+
+    def _night_message(self, limit: float) -> str:
+        elevation = self.facts.sun_elevation or 0.0
+        if elevation < self.s.day_elevation:
+            return (f"The sun is at {elevation:.1f} deg (below {self.s.day_elevation:g} deg): the "
+                    f"optimizers sleep, reports resume after sunrise; nothing to do.")
+        return (f"The sun rose above {self.s.day_elevation:g} deg less than {_minutes(limit)} min "
+                f"ago: waiting for the optimizers to wake up; nothing to do yet.")
+
+    def _stale(self, ingest: dict[str, list[dict[str, Any]]], lag: float | None, limit: float) -> Verdict:
+        age = (f"The newest report is {_minutes(lag)} min old (limit {_minutes(limit)} min)"
+               if lag is not None else
+               f"No report in the last {self.s.inventory_days:g} days")
+        future = self._future_last_ns()
+        if future is not None:
+            ahead = (future - self.now_ns) / NS_PER_MIN
+            return Verdict("stale_data",
+                           f"{age} but reports are stored up to {_minutes(ahead)} min in the future: "
+                           f"fix the clock of the machine running taptap (NTP) and of this one.")
+        if not self.s.located:  # at night the bus looks broken too: name no cause that may be wrong
+            return Verdict("stale_data",
+                           f"{age}; without --latitude/--longitude night cannot be told from an "
+                           f"outage: set them to stop night alarms and to get the cause named.")
+        for source, rows in ingest.items():
+            verdict = _diagnose(source, rows, age, limit)
+            if verdict:
+                return verdict
+        if not ingest:
+            return Verdict("stale_data",
+                           f"{age} and tigo-execd run writes no self-metrics: check that the Telegraf "
+                           f"data instance runs (systemctl status telegraf) and can write to InfluxDB.")
+        return Verdict("stale_data",
+                       f"{age} although tigo-execd decodes reports: check the InfluxDB output of the "
+                       f"Telegraf data instance (journalctl -u telegraf) and that --db, --rp and "
+                       f"--measurement match what it writes.")
+
+
+def _num(text: str) -> tuple[int, str]:
+    """Sort key: numeric ids in numeric order (ids are tags, hence strings)."""
+    return (int(text), "") if text.isdigit() else (sys.maxsize, text)
+
+
+def _delta(rows: list[dict[str, Any]], key: str) -> int:
+    """Growth of a cumulative counter over the rows; a restart (counter went down) counts from 0."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return 0
+    if len(values) == 1:
+        return values[0]
+    return values[-1] - values[0] if values[-1] >= values[0] else values[-1]
+
+
+def _diagnose(source: str, rows: list[dict[str, Any]], age: str, limit: float) -> Verdict | None:
+    """Why a source delivers no data in daylight, from its newest self-metrics; None if it looks fine."""
+    newest = rows[-1]
+    report_age = newest.get("last_report_age_s")
+    reports_fresh = report_age is not None and report_age <= limit * 60
+    if "bus_bytes" in newest and newest["bus_bytes"] is not None:
+        byte_age = newest.get("last_byte_age_s")
+        if byte_age is None or byte_age > BUS_QUIET_S:
+            return Verdict("bus_silent",
+                           f"{age} and no byte has come from the RS-485 bus ({source}) for over "
+                           f"{BUS_QUIET_S:.0f} s: check the wiring to the CCA (A and B swapped?), the "
+                           f"port name and that the CCA is powered.")
+    elif not reports_fresh and _delta(rows, "lines_read") == 0:
+        return Verdict("bus_silent",
+                       f"{age} and taptap prints nothing: check the RS-485 wiring (A and B swapped?), "
+                       f"the port and the CCA's power; if they are fine, update taptap (old builds "
+                       f"print nothing for CCA firmware 4.0.x).")
+    if not reports_fresh:
+        return Verdict("no_reports_decoded",
+                       f"{age}: the bus is busy but no power report was decoded ({source}); update "
+                       f"taptap and tigo-execd, the CCA firmware is probably newer than they understand.")
+    return None
+
+
+def health_lines(verdict: Verdict, facts: Facts) -> str:
+    """The `tigo_health` line and one `tigo_node_health` line per silent optimizer."""
+    nodes, lag, last = facts.nodes, facts.lag_min(), facts.last_ns
+    listed = ", ".join(n.label() for n in verdict.silent[:MAX_LISTED_NODES])
+    if len(verdict.silent) > MAX_LISTED_NODES:
+        listed += f", +{len(verdict.silent) - MAX_LISTED_NODES} more"
+    known = nodes is not None
+    health = {
+        "status": verdict.status,
+        "code": CODES[verdict.status],
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "lag_min": None if lag is None else round(lag, 2),
+        "last_ts_utc": None if last is None else _utc(last),
+        "nodes_expected": len(nodes) if known else None,
+        "nodes_reporting": facts.reporting,
+        "nodes_silent": len(verdict.silent) if known else None,
+        "silent_nodes": listed if known else None,
+        "sun_elevation": facts.sun_elevation,
+    }
+    out = [lineproto.line("tigo_health", {}, health, facts.now_ns)]
+    for n in verdict.silent:
+        tags = {"gateway_id": n.gateway_id, "node_id": n.node_id, "barcode": n.barcode or ""}
+        out.append(lineproto.line("tigo_node_health", tags, {
+            "status": WARN, "code": CODES[WARN], "reason": "node_silent",
+            "lag_min": round((facts.now_ns - n.last_ns) / NS_PER_MIN, 2),
+            "last_ts_utc": _utc(n.last_ns)}, facts.now_ns))
+    return "".join(line for line in out if line)
+
+
+def summary(verdict: Verdict, facts: Facts) -> str:
+    """One line for a person: `STATUS reason lag_min=.. last_ts_utc=.. nodes=R/E: message`."""
+    parts = [verdict.status, verdict.reason]
+    lag = facts.lag_min()
+    if lag is not None:
+        parts += [f"lag_min={lag:.1f}", f"last_ts_utc={_utc(facts.last_ns or 0)}"]
+    if facts.nodes is not None:
+        parts.append(f"nodes={facts.reporting}/{len(facts.nodes)}")
+    if facts.sun_elevation is not None:
+        parts.append(f"sun_elevation={facts.sun_elevation:.1f}")
+    return " ".join(parts) + ": " + verdict.message
+
+
+def _rfc3339_ns(text: str) -> int:
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone offset (add Z or +00:00)")
+    return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)) * 1000
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("watchdog", help="health check of the data flow (Telegraf inputs.execd, STDIN)",
+                       description="Check that reports arrive in InfluxDB and say why not. Without "
+                                   "--once: one check per line on stdin (Telegraf execd, signal = "
+                                   "\"STDIN\"), line protocol on stdout. Credentials: environment "
+                                   "INFLUX_USER / INFLUX_PASS.")
+    p.add_argument("--once", action="store_true",
+                   help="run one check, print a summary, exit 0 OK / 1 WARN / 2 CRIT")
+    p.add_argument("--influx-url", default="http://127.0.0.1:8086",
+                   help="InfluxDB 1.x base URL (default: http://127.0.0.1:8086)")
+    p.add_argument("--db", default="bms", help="database (default: bms)")
+    p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
+    p.add_argument("--measurement", default="tigo_power_report",
+                   help="measurement of the power reports (default: tigo_power_report)")
+    p.add_argument("--ingest-measurement", default="tigo_ingest",
+                   help="measurement of tigo-execd run's self-metrics (default: tigo_ingest)")
+    p.add_argument("--latitude", type=float, help="site latitude in degrees (north positive)")
+    p.add_argument("--longitude", type=float, help="site longitude in degrees (east positive)")
+    p.add_argument("--max-lag-min", type=_positive, default=240.0, metavar="MIN",
+                   help="staleness limit without a location, as the old check (default: 240)")
+    p.add_argument("--day-lag-min", type=_positive, default=15.0, metavar="MIN",
+                   help="staleness limit in daylight when the location is known (default: 15)")
+    p.add_argument("--node-silence-min", type=_positive, default=30.0, metavar="MIN",
+                   help="an optimizer silent this long while others report is listed (default: 30)")
+    p.add_argument("--day-elevation", type=float, default=5.0, metavar="DEG",
+                   help="sun elevation above which reports are expected (default: 5)")
+    p.add_argument("--inventory-days", type=_positive, default=7.0, metavar="DAYS",
+                   help="optimizers seen in this many days are expected to report (default: 7)")
+    p.add_argument("--ingest-window-min", type=_positive, default=10.0, metavar="MIN",
+                   help="window of tigo_ingest self-metrics looked at (default: 10)")
+    p.add_argument("--timeout", type=_positive, default=10.0, metavar="S",
+                   help="HTTP timeout per InfluxDB query in seconds (default: 10)")
+    p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
+    add_log_level(p)
+    p.set_defaults(func=main)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if (args.latitude is None) != (args.longitude is None):
+        raise ValueError("--latitude and --longitude go together")
+    if args.latitude is not None and not (-90 <= args.latitude <= 90 and -180 <= args.longitude <= 180):
+        raise ValueError("--latitude must be within -90..90 and --longitude within -180..180")
+    influx = Influx(args.influx_url, args.db, os.environ.get("INFLUX_USER") or None,
+                    os.environ.get("INFLUX_PASS") or None, timeout=args.timeout)
+    return Settings(influx, args.rp, args.measurement, args.ingest_measurement, args.latitude,
+                    args.longitude, args.max_lag_min, args.day_lag_min, args.node_silence_min,
+                    args.day_elevation, args.inventory_days, args.ingest_window_min)
+
+
+def check(settings: Settings, now_ns: int) -> tuple[Verdict, Facts]:
+    c = Check(settings, now_ns)
+    verdict = c.run()
+    return verdict, c.facts
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        log.error(f"watchdog: {exc}")
+        return EX_USAGE
+    clock: Callable[[], int] = (lambda: args.now) if args.now is not None else time.time_ns
+    if not settings.located:
+        log.info("watchdog: no --latitude/--longitude, so night cannot be told from an outage: "
+                 f"data older than --max-lag-min {args.max_lag_min:g} min is CRIT, day or night")
+    if args.once:
+        verdict, facts = check(settings, clock())
+        print(summary(verdict, facts), flush=True)
+        return CODES[verdict.status]
+    for _ in iter(sys.stdin.buffer.readline, b""):  # one check per "\n" from Telegraf, until EOF
+        verdict, facts = check(settings, clock())
+        try:
+            sys.stdout.write(health_lines(verdict, facts))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return 0
+    return 0
