@@ -51,6 +51,13 @@ def synthetic_day() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path, monkeypatch):
+    """The default registry location of the commands run here is a fresh directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
 @pytest.fixture
 def day_db(influx_db):
     influx_db.write(synthetic_day())
@@ -122,6 +129,22 @@ def test_table(day_db) -> None:
     assert out[2].split()[:6] == ["4609", "7", "B7", "silent", "0", str(DUE)]
     assert out[3].split()[:6] == ["4609", "5", "low", str(DUE // 2), str(DUE), "50.0%"]
     assert len(out) == 7
+
+
+def test_registry_nodes_never_seen_in_influx_are_listed(day_db, tmp_path) -> None:
+    state = tmp_path / "registry.json"
+    state.write_text(orjson.dumps({"version": 1, "gateways": {}, "nodes": {
+        "4609": {"2": {"barcode": "4-A2346FZ"}, "9": {"barcode": "4-A23471V"}}}}).decode())
+    r = run_nodes(day_db, "--until", "2026-06-21T20:00:30Z", "--format", "json",
+                  "--state-file", str(state))
+    assert r.returncode == 0, r.stderr
+    nodes = orjson.loads(r.stdout)["nodes"]
+    assert len(nodes) == 6
+    first = {(n["gateway_id"], n["node_id"]): n for n in nodes[:2]}
+    assert set(first) == {("4609", "7"), ("4609", "9")}
+    assert first["4609", "9"]["status"] == "silent"
+    assert first["4609", "9"]["barcode"] == "4-A23471V"
+    assert first["4609", "9"]["last_seen_utc"] is None
 
 
 def test_idle_window_and_forgotten_nodes(day_db) -> None:

@@ -18,6 +18,7 @@ import time
 from tigo_execd import lineproto
 from tigo_execd.cli import add_log_level
 from tigo_execd.convert import Converter
+from tigo_execd.identity import Identity, add_arguments as add_identity_arguments
 from tigo_execd.log import log
 from tigo_execd.output import Output, is_pipe
 from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measurement for power reports (default: tigo_power_report)")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                    help="seconds between tigo_ingest self-metric lines; 0 = off (default: 60)")
+    add_identity_arguments(p)
     add_log_level(p)
     p.set_defaults(func=main)
 
@@ -78,15 +80,18 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         log.error(f"cannot read {args.jsonl}: {exc.strerror}")
         return EX_NOINPUT
-    return asyncio.run(Ingest(source, Converter(args.measurement, time_shift_ns=source.time_shift_ns),
-                              args.stats_interval).run())
+    identity = Identity.from_args(args)
+    converter = Converter(args.measurement, identity.registry, time_shift_ns=source.time_shift_ns)
+    return asyncio.run(Ingest(source, converter, args.stats_interval, identity).run())
 
 
 class Ingest:
     """One run of the pipeline: source -> converter -> stdout, with stats and a clean shutdown."""
 
-    def __init__(self, source: Source, converter: Converter, stats_interval: float) -> None:
+    def __init__(self, source: Source, converter: Converter, stats_interval: float,
+                 identity: Identity | None = None) -> None:
         self.source = source
+        self.identity = identity
         self.converter = converter
         self.stats_interval = stats_interval
         self.out = Output()
@@ -107,6 +112,8 @@ class Ingest:
             tasks.append(asyncio.create_task(self._watch_stdin()))
         if self.stats_interval > 0:
             tasks.append(asyncio.create_task(self._stats_loop()))
+        if self.identity:
+            tasks.append(asyncio.create_task(self.identity.run()))
         pump = asyncio.create_task(self._pump())
         stop = asyncio.create_task(self.stop.wait())
         await asyncio.wait([pump, stop, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
@@ -123,6 +130,8 @@ class Ingest:
             task.cancel()
         if self.stats_interval > 0:
             self.out.write(self._stats_line())
+        if self.identity:
+            self.identity.close()
         await self.out.close()
         log.report_suppressed()
         return 0

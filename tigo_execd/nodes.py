@@ -21,12 +21,15 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
 
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.identity import load_state, state_path
 from tigo_execd.log import log
+from tigo_execd.registry import Registry
 
 REPORTS_PER_MINUTE = 3   # one every 20 s
 KNOWN_DAYS = 7           # a node seen this recently is expected to report
@@ -93,7 +96,7 @@ def _rows(series: list[dict[str, Any]]) -> Iterable[tuple[dict[str, str], dict[s
 
 
 def build_report(db: Influx, source: str, end: datetime, hours: float,
-                 registry_nodes: Iterable[tuple[int, int]] = ()) -> Report:
+                 registry: Registry | None = None) -> Report:
     """Query InfluxDB (three bounded queries) and rank the nodes worst first."""
     end = end.replace(second=0, microsecond=0)  # whole minutes: every minute has 3 reports due
     start = end - timedelta(hours=hours)
@@ -120,8 +123,9 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
             row.last_seen_utc = _iso(datetime.fromtimestamp(v["time"], timezone.utc))
             for tag in NAME_TAGS:
                 setattr(row, tag, tags.get(tag) or getattr(row, tag))
-    for gateway, node in registry_nodes:
-        nodes.setdefault((str(gateway), str(node)), NodeRow(str(gateway), str(node)))
+    for (gateway, node), info in (registry.nodes.items() if registry else ()):
+        row = nodes.setdefault((str(gateway), str(node)), NodeRow(str(gateway), str(node)))
+        row.barcode = row.barcode or info.get("barcode", "")
 
     stats = db.query(f"SELECT count(rssi), mean(rssi), min(rssi), percentile(rssi, 95) "
                      f"FROM {source} WHERE {window} GROUP BY gateway_id, node_id", epoch="s")
@@ -221,6 +225,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
     p.add_argument("--measurement", default="tigo_power_report")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per query (default 10)")
+    p.add_argument("--state-file", type=Path, default=None, metavar="FILE",
+                   help="node registry of `tigo-execd run` (same default): its nodes are listed "
+                        "even when InfluxDB has nothing from them; '' = ignore it")
     add_log_level(p)
     p.set_defaults(func=main)
 
@@ -229,8 +236,13 @@ def main(args: argparse.Namespace) -> int:
     db = Influx(url=args.influx_url, db=args.db, user=os.environ.get("INFLUX_USER"),
                 password=os.environ.get("INFLUX_PASS"), timeout=args.timeout)
     source = (f"{_ident(args.rp)}." if args.rp else "") + _ident(args.measurement)
+    registry = Registry()
+    path = state_path(args.state_file)
+    if path:
+        load_state(registry, path)
     try:
-        report = build_report(db, source, args.until or datetime.now(timezone.utc), args.hours)
+        report = build_report(db, source, args.until or datetime.now(timezone.utc), args.hours,
+                              registry)
     except InfluxUnreachable as exc:
         log.error(str(exc))
         return EX_UNAVAILABLE

@@ -2,16 +2,22 @@
 
 taptap learns barcodes late (when the CCA reads its node table) and the fork only announces them in
 infrastructure reports, so the converter asks the registry for the identity tags of every report.
-`generation` grows with every change, so the converter knows when its cached tag strings are stale.
+`generation` grows with every change, so the converter knows when its cached tag strings are stale;
+`on_change` lets the state file (identity.py) be saved only when something changed. A barcode is the
+address written another way (barcode.py), so knowing one gives the other. Names (`panel`, `string`)
+come from the user's names file, by barcode (it stays with the panel when the CCA re-enumerates) or
+by gateway and node id.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any, Callable
 
+from tigo_execd.barcode import address_to_barcode, barcode_to_address, is_valid_barcode
 from tigo_execd.log import log
 
-_BARCODE = re.compile(r"[0-9A-F]-[1-9A-F][0-9A-F]{0,8}[GHJKLMNPRSTVWXYZ]")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
 _COLON_HEX = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){7}")
 
 
@@ -27,8 +33,24 @@ def address_hex(value: object) -> str | None:
 
 
 def valid_barcode(value: object) -> str | None:
-    """The barcode if it has the Tigo shape (it becomes a tag: nothing else from the bus may)."""
-    return value if isinstance(value, str) and _BARCODE.fullmatch(value) else None
+    """The barcode if it is one, check letter included (it becomes a tag: nothing else from the bus
+    may)."""
+    return value if is_valid_barcode(value) else None  # type: ignore[return-value]
+
+
+def _complete(address: str | None, barcode: str | None) -> tuple[str | None, str | None]:
+    """Fill in whichever of address (16 hex) and barcode is missing from the other."""
+    if address and not barcode:
+        return address, address_to_barcode(address)
+    if barcode and not address:
+        return barcode_to_address(barcode).hex(), barcode
+    return address, barcode
+
+
+def _id(key: object) -> int | None:
+    """A gateway or node id from a JSON map key (ids are 0-65535, like the converter accepts)."""
+    ok = isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 5
+    return int(key) if ok and int(key) <= 65535 else None  # type: ignore[arg-type]
 
 
 class Registry:
@@ -37,29 +59,92 @@ class Registry:
     def __init__(self) -> None:
         self.gateways: dict[int, str] = {}                      # gateway id -> address hex
         self.nodes: dict[tuple[int, int], dict[str, str]] = {}  # (gw, node) -> {node_addr, barcode}
+        # barcode or (gw, node) -> {panel, string}, from the names file
+        self.names: dict[str | tuple[int, int], dict[str, str]] = {}
         self.generation = 0
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        self.generation += 1
+        if self.on_change:
+            self.on_change()
 
     def learn_gateway(self, gateway: int, address: str | None) -> None:
         if address and self.gateways.get(gateway) != address:
             self.gateways[gateway] = address
-            self.generation += 1
+            self._changed()
 
     def learn_node(self, gateway: int, node: int, address: str | None, barcode: str | None) -> None:
-        known = self.nodes.setdefault((gateway, node), {})
-        changed = False
-        for key, value in (("node_addr", address), ("barcode", barcode)):
-            if value and known.get(key) != value:
-                if key in known:
-                    log.warn(f"gateway {gateway} node {node}: {key} changed from {known[key]} to "
-                             f"{value} (the CCA re-enumerated its nodes); tags follow the new value")
-                known[key] = value
-                changed = True
-        if changed:
-            self.generation += 1
+        key = (gateway, node)
+        known = self.nodes.get(key, {})
+        if (not address or known.get("node_addr") == address) and \
+                (not barcode or known.get("barcode") == barcode):
+            return  # the common case: every upstream report repeats what is known
+        address, barcode = _complete(address, barcode)
+        new = {k: v for k, v in (("node_addr", address), ("barcode", barcode)) if v}
+        for tag in ("barcode", "node_addr"):
+            if known.get(tag) and new.get(tag) and known[tag] != new[tag]:
+                log.warn(f"gateway {gateway} node {node}: {tag} changed from {known[tag]} to "
+                         f"{new[tag]} (the CCA re-enumerated its nodes); tags follow the new "
+                         f"mapping", key="reenumerated")
+                break
+        for other_key, other in self.nodes.items():
+            # an address is globally unique: the node that had it before has another id now
+            if other_key != key and other.get("node_addr") == new.get("node_addr", "-"):
+                log.warn(f"{other.get('barcode') or address} moved from gateway {other_key[0]} "
+                         f"node {other_key[1]} to gateway {gateway} node {node}; the old id is "
+                         f"untagged until it is learnt again", key="reenumerated")
+                other.clear()
+        self.nodes[key] = {**known, **new}
+        self._changed()
+
+    def set_names(self, names: dict[str | tuple[int, int], dict[str, str]]) -> None:
+        self.names = names
+        self.generation += 1  # new tags; nothing for the state file (names live in their own file)
 
     def tags(self, gateway: int, node: int) -> dict[str, str]:
         """Identity tags beyond gateway_id/node_id that are known for this node."""
         tags = dict(self.nodes.get((gateway, node), ()))
         if gateway in self.gateways:
             tags["gateway_addr"] = self.gateways[gateway]
+        name = self.names.get(tags.get("barcode", "")) or self.names.get((gateway, node))
+        if name:
+            tags.update(name)
         return tags
+
+    def to_json(self) -> dict[str, Any]:
+        """The learnt identities (not the names: the names file is their home) for the state file."""
+        nodes: dict[str, dict[str, dict[str, str]]] = {}
+        for (gw, node), info in sorted(self.nodes.items()):
+            if info:
+                nodes.setdefault(str(gw), {})[str(node)] = dict(info)
+        return {"version": 1, "gateways": {str(g): a for g, a in sorted(self.gateways.items())},
+                "nodes": nodes}
+
+    def load_json(self, doc: object) -> int:
+        """Learn what a state file holds; returns how many entries were unusable (and skipped)."""
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError("not a version 1 tigo-execd registry")
+        bad = 0
+        gateways, nodes = doc.get("gateways"), doc.get("nodes")
+        for gw_key, address in (gateways.items() if isinstance(gateways, dict) else ()):
+            gw = _id(gw_key)
+            if gw is None or not (isinstance(address, str) and _HEX16.fullmatch(address)):
+                bad += 1
+                continue
+            self.learn_gateway(gw, address)
+        for gw_key, table in (nodes.items() if isinstance(nodes, dict) else ()):
+            gw = _id(gw_key)
+            for node_key, info in (table.items() if isinstance(table, dict) else ()):
+                node = _id(node_key)
+                if gw is None or node is None or not isinstance(info, dict):
+                    bad += 1
+                    continue
+                address = info.get("node_addr")
+                address = address if isinstance(address, str) and _HEX16.fullmatch(address) else None
+                barcode = valid_barcode(info.get("barcode"))
+                if not (address or barcode):
+                    bad += 1
+                    continue
+                self.learn_node(gw, node, address, barcode)
+        return bad

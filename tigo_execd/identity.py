@@ -1,0 +1,247 @@
+"""Node identities that outlive taptap and tigo-execd: the registry's state file and the names file.
+
+taptap forgets barcodes at every restart and relearns them only when the CCA reads its node table
+(maybe a day later), so what the registry learnt is kept in a JSON state file: loaded at start (the
+first report after a restart is already tagged), saved atomically soon after every change. A
+missing, unreadable or corrupt file is a warning, never a reason to stop ingesting.
+
+The names file is a CSV a person edits; it gives nodes `panel` and `string` tags:
+
+    # barcode, panel, string            or      gateway id, node id, panel, string
+    4-A2346FZ,east-1,east                        4609,3,east-2,east
+
+It is re-read when it changes (checked every NAMES_CHECK_S seconds) and on SIGHUP; malformed rows
+are reported with their line numbers and skipped, the rest applies at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from tigo_execd.barcode import address_to_barcode, barcode_to_address
+from tigo_execd.log import log
+from tigo_execd.registry import Registry
+
+SAVE_MIN_INTERVAL_S = 5.0  # an infrastructure report changes many nodes at once: one write for all
+NAMES_CHECK_S = 2.0
+MAX_NAME = 64
+Names = dict[str | tuple[int, int], dict[str, str]]
+
+
+def default_state_file() -> Path:
+    """systemd's StateDirectory= when the unit has one, else the XDG state directory."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "registry.json"
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "tigo-execd" / "registry.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-file", type=Path, default=None, metavar="FILE",
+                   help="where learnt node addresses and barcodes are kept across restarts "
+                        f"(default: {default_state_file()}; '' = keep nothing)")
+    p.add_argument("--names", type=Path, default=None, metavar="FILE",
+                   help="CSV naming nodes: 'barcode,panel,string' or 'gateway,node,panel,string' "
+                        "rows; adds the panel and string tags")
+
+
+def state_path(arg: Path | None) -> Path | None:
+    """--state-file as given, the default when absent, None for '' (persistence off)."""
+    if arg is None:
+        return default_state_file()
+    return None if str(arg) in ("", ".") else arg
+
+
+def load_state(registry: Registry, path: Path) -> None:
+    """Fill the registry from the state file; any problem is a W! line and an empty start."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+        bad = registry.load_json(doc)
+    except FileNotFoundError:
+        log.debug(f"no node registry at {path} yet: starting empty")
+        return
+    except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        log.warn(f"node registry {path} is unusable ({exc}): starting empty; it is rewritten "
+                 "when the next identity is learnt")
+        return
+    if bad:
+        log.warn(f"node registry {path}: skipped {bad} malformed entries")
+    log.info(f"node registry {path}: {len(registry.nodes)} nodes, "
+             f"{sum(1 for n in registry.nodes.values() if 'barcode' in n)} with a barcode")
+
+
+def save_state(registry: Registry, path: Path) -> bool:
+    """Write the state file atomically (temporary file, fsync, rename): a crash leaves the old one."""
+    data = orjson.dumps(registry.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        log.warn(f"cannot save the node registry to {path}: {exc}", key="state-save")
+        return False
+    return True
+
+
+def _clean_name(text: str) -> str | None:
+    """A panel/string name as a tag value: printable, at most MAX_NAME characters, else None."""
+    return text if len(text) <= MAX_NAME and text.isprintable() else None
+
+
+def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
+    """(names by barcode or (gw, node), line number of each row, problems with line numbers)."""
+    names: Names = {}
+    where: dict[str | tuple[int, int], int] = {}
+    problems: list[str] = []
+    reader = csv.reader(text.splitlines())
+    first = True
+    for cells in reader:
+        n = reader.line_num
+        cells = [c.strip() for c in cells]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if first and cells[0].lower() in ("barcode", "gateway", "gateway_id"):
+            first = False
+            continue  # a header row
+        first = False
+        key: str | tuple[int, int]
+        if "-" in cells[0]:
+            if len(cells) not in (2, 3):
+                problems.append(f"{source} line {n}: want barcode,panel[,string], got "
+                                f"{len(cells)} fields")
+                continue
+            try:
+                key = address_to_barcode(barcode_to_address(cells[0])) or ""
+            except ValueError as exc:
+                problems.append(f"{source} line {n}: {exc}")
+                continue
+            rest = cells[1:]
+        elif cells[0].isdecimal():
+            ids = cells[:2]
+            if len(cells) not in (3, 4) or not all(i.isascii() and i.isdecimal() and int(i) <= 65535
+                                                   for i in ids):
+                problems.append(f"{source} line {n}: want gateway,node,panel[,string] with ids "
+                                f"0-65535, got {','.join(cells)[:80]!r}")
+                continue
+            key = (int(ids[0]), int(ids[1]))
+            rest = cells[2:]
+        else:
+            problems.append(f"{source} line {n}: {cells[0][:40]!r} is neither a barcode nor a "
+                            "gateway id")
+            continue
+        tags = dict(zip(("panel", "string"), rest))
+        if any(_clean_name(v) is None for v in tags.values()):
+            problems.append(f"{source} line {n}: names must be printable and at most "
+                            f"{MAX_NAME} characters")
+            continue
+        tags = {k: v for k, v in tags.items() if v}
+        if not tags:
+            problems.append(f"{source} line {n}: neither a panel nor a string name")
+        elif key in names:
+            problems.append(f"{source} line {n}: {key} is already named on line {where[key]}; "
+                            "this row is ignored")
+        else:
+            names[key], where[key] = tags, n
+    return names, list(where.values()), problems
+
+
+class Identity:
+    """Keeps a registry's state file current and its names in step with the names file."""
+
+    def __init__(self, registry: Registry, state_file: Path | None, names_file: Path | None) -> None:
+        self.registry = registry
+        self.state_file = state_file
+        self.names_file = names_file
+        self._dirty = asyncio.Event()
+        self._names_stat: tuple[int, int, int] | None = None
+        self._names_text: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Identity":
+        """Load the state file and the names file now, before the first report is converted."""
+        identity = cls(Registry(), state_path(args.state_file), args.names)
+        if identity.state_file:
+            load_state(identity.registry, identity.state_file)
+        if identity.names_file:
+            identity.reload_names(force=True)
+        return identity
+
+    def reload_names(self, force: bool = False) -> None:
+        """Re-read the names file when it changed; a missing or unreadable file keeps the old names."""
+        assert self.names_file is not None
+        try:
+            st = os.stat(self.names_file)
+            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if signature == self._names_stat and not force:
+                return
+            self._names_stat = signature
+            text = self.names_file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            if self._names_stat != (0, 0, 0):
+                log.warn(f"cannot read names file {self.names_file} ({exc}); "
+                         "keeping the names loaded before, if any")
+                self._names_stat = (0, 0, 0)
+            return
+        if text == self._names_text:
+            return  # touched or re-signalled, not changed: nothing to apply or to report
+        self._names_text = text
+        names, lines, problems = parse_names(text, str(self.names_file))
+        for problem in problems:
+            log.warn(problem + " (row skipped)")
+        unknown = [(k, n) for k, n in zip(names, lines) if not self._known(k)]
+        if unknown:
+            log.info(f"{self.names_file}: {len(unknown)} rows name nodes not seen yet (lines "
+                     f"{', '.join(str(n) for _, n in unknown[:20])}); they apply once the nodes "
+                     "report")
+        self.registry.set_names(names)
+        log.info(f"names file {self.names_file}: {len(names)} nodes named")
+
+    def _known(self, key: str | tuple[int, int]) -> bool:
+        if isinstance(key, tuple):
+            return key in self.registry.nodes
+        return any(n.get("barcode") == key for n in self.registry.nodes.values())
+
+    async def run(self) -> None:
+        """Background work while ingesting: save after changes, follow the names file."""
+        tasks = []
+        if self.state_file:
+            self.registry.on_change = self._dirty.set
+            tasks.append(self._save_loop())
+        if self.names_file:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_names, True)
+            tasks.append(self._names_loop())
+        await asyncio.gather(*tasks)
+
+    async def _save_loop(self) -> None:
+        assert self.state_file is not None
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            save_state(self.registry, self.state_file)
+            await asyncio.sleep(SAVE_MIN_INTERVAL_S)
+
+    async def _names_loop(self) -> None:
+        while True:
+            await asyncio.sleep(NAMES_CHECK_S)
+            self.reload_names()
+
+    def close(self) -> None:
+        """At shutdown: save what was learnt since the last save."""
+        if self.state_file and self._dirty.is_set():
+            save_state(self.registry, self.state_file)
