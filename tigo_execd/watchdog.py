@@ -414,8 +414,20 @@ def _rfc3339_ns(text: str) -> int:
     return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)) * 1000
 
 
+def _optional_float(text: str) -> float | None:
+    """Empty means "not set", so a Telegraf conf can pass "${TIGO_LATITUDE:-}" unconditionally."""
+    return _number(text) if text.strip() else None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _positive(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
@@ -437,8 +449,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measurement of the power reports (default: tigo_power_report)")
     p.add_argument("--ingest-measurement", default="tigo_ingest",
                    help="measurement of tigo-execd run's self-metrics (default: tigo_ingest)")
-    p.add_argument("--latitude", type=float, help="site latitude in degrees (north positive)")
-    p.add_argument("--longitude", type=float, help="site longitude in degrees (east positive)")
+    p.add_argument("--latitude", type=_optional_float,
+                   help="site latitude in degrees, north positive (empty = unknown)")
+    p.add_argument("--longitude", type=_optional_float,
+                   help="site longitude in degrees, east positive (empty = unknown)")
     p.add_argument("--max-lag-min", type=_positive, default=240.0, metavar="MIN",
                    help="staleness limit without a location, as the old check (default: 240)")
     p.add_argument("--day-lag-min", type=_positive, default=15.0, metavar="MIN",
