@@ -35,9 +35,10 @@ def test_upstream_identity_tags_and_missing_current_out():
     assert len(out) == 10
     assert out[8].startswith("tigo_power_report,barcode=4-A2346FZ,gateway_addr=04c05b300002be16,"
                              "gateway_id=4609,node_addr=04c05b4000a2346f,node_id=2,src=tigo ")
-    # node 3: address known, no barcode yet; voltage_out 0 -> no current_out_a
-    assert ",node_addr=04c05b4000a23471,node_id=3,src=tigo " in out[9]
-    assert "barcode" not in out[9] and "current_out_a" not in out[9]
+    # node 3: no barcode in the report, but its address gives it; voltage_out 0 -> no current_out_a
+    assert out[9].startswith("tigo_power_report,barcode=4-A23471V,gateway_addr=04c05b300002be16,"
+                             "gateway_id=4609,node_addr=04c05b4000a23471,node_id=3,src=tigo ")
+    assert "current_out_a" not in out[9]
     assert "temperature_c=-2.5" in out[9]
 
 
@@ -129,7 +130,7 @@ def test_integers_stay_floats_and_rssi_stays_integer():
     fields = dict(kv.split("=") for kv in out.split(" ")[1].split(","))
     assert fields["voltage_in_v"] == "30.0" and fields["current_in_a"] == "2.0"
     assert fields["rssi"] == "101i" and fields["duty_cycle"] == "1.0"
-    assert fields["power_w"] == "60.0" and fields["current_out_a"] == "2.0"
+    assert fields["power_w"] == "60.000" and fields["current_out_a"] == "2.0000"  # fixed decimals
 
 
 def test_extreme_numbers_never_make_inf_or_nan():

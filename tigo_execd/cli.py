@@ -1,7 +1,8 @@
 """The `tigo-execd` command: one subcommand per job, each defined in the module that does it.
 
-Every module named in SUBCOMMANDS has `register(subparsers)`, which adds its parser and sets
-`func(args) -> int`. Usage errors exit 64 (EX_USAGE), never a code a health check could mean.
+SUBCOMMANDS maps each command to its module, which has `register(subparsers)` to add the command's
+parser and set `func(args) -> int`. Only the module of the command being run is imported, so
+`run` starts fast. Usage errors exit 64 (EX_USAGE), never a code a health check could mean.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from tigo_execd import __version__
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 EX_USAGE = 64
-SUBCOMMANDS = ["ingest", "barcode", "nodes", "watchdog"]
+SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
+               "ports": "ports"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,18 +32,20 @@ def add_log_level(parser: argparse.ArgumentParser) -> None:
                         help="how much to write to stderr (default: info)")
 
 
-def build_parser() -> Parser:
+def build_parser(argv: list[str]) -> Parser:
     parser = Parser(prog="tigo-execd", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tigo-execd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"tigo_execd.{name}").register(sub)
+    wanted = [argv[0]] if argv and argv[0] in SUBCOMMANDS else list(SUBCOMMANDS)
+    for command in wanted:
+        importlib.import_module(f"tigo_execd.{SUBCOMMANDS[command]}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     install_excepthook()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     log.set_level(getattr(args, "log_level", "info"))
     try:
         return int(args.func(args) or 0)

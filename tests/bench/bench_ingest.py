@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Benchmark of `tigo-execd run --jsonl` against a floor that only reads lines and orjson.loads them.
+
+Prints, from one run on this machine: events/s of both and their ratio (target >= 0.25x, aim 0.3x),
+the converter's peak RSS (target < 40 MB), and the latency from a slow taptap writing one report to
+that report's line appearing on tigo-execd's stdout (target < 50 ms).
+
+    python3 tests/bench/bench_ingest.py [--events 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOOR = "import sys, orjson\nfor line in sys.stdin.buffer:\n    orjson.loads(line)\n"
+
+
+def make_events(path: Path, count: int) -> None:
+    """Realistic taptap output: 60 nodes on 2 gateways, one shared timestamp per 20 s cycle."""
+    rng = random.Random(1)
+    nodes = [(4609 + i % 2, 2 + i // 2) for i in range(60)]
+    t = 1_750_000_000
+    with path.open("wb") as f:
+        written = 0
+        while written < count:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{rng.randrange(10**6):06d}+00:00"
+            for gw, node in nodes:
+                vin = round(rng.uniform(28, 38) * 20) / 20
+                if gw == 4609:
+                    head = {"gateway": {"id": gw}, "node": {"id": node}}
+                else:
+                    head = {"event_type": "power_report", "gateway": gw, "node": node}
+                f.write(orjson.dumps({**head, "timestamp": stamp, "voltage_in": vin,
+                                      "voltage_out": round(vin * 10) / 10,
+                                      "current": round(rng.uniform(0, 10) * 200) / 200,
+                                      "dc_dc_duty_cycle": 1.0, "temperature": 31.5,
+                                      "rssi": rng.randrange(90, 160)}) + b"\n")
+                written += 1
+                if written == count:
+                    break
+            t += 20
+
+
+def timed(argv: list[str], stdin_path: Path | None = None) -> tuple[float, float, int]:
+    """Run argv to completion, draining stdout; returns (seconds, peak RSS MB, stdout bytes)."""
+    stdin = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env)
+    size = 0
+    while chunk := proc.stdout.read(1 << 16):
+        size += len(chunk)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.exit(f"{argv} exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024, size
+
+
+def latency(samples: int) -> list[float]:
+    """Seconds from a taptap line written to its converted line read from tigo-execd's stdout."""
+    tmp = Path(tempfile.mkdtemp())
+    fifo = tmp / "taptap.fifo"
+    os.mkfifo(fifo)
+    argv = [sys.executable, "-m", "tigo_execd", "run", "--taptap-cmd", f"cat {fifo}",
+            "--stats-interval", "0"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = []
+    with fifo.open("wb", buffering=0) as w:
+        for i in range(samples):
+            line = orjson.dumps({"event_type": "power_report", "gateway": 1, "node": i + 1,
+                                 "timestamp": "2025-06-21T12:00:00.123456Z", "voltage_in": 30.5,
+                                 "voltage_out": 30.5, "current": 5.0, "dc_dc_duty_cycle": 1.0,
+                                 "temperature": 30.0, "rssi": 120}) + b"\n"
+            time.sleep(0.05)  # a slow taptap: one report now and then
+            t0 = time.perf_counter()
+            w.write(line)
+            got = proc.stdout.readline()
+            out.append(time.perf_counter() - t0)
+            assert f"node_id={i + 1},".encode() in got, got
+    proc.stdin.close()
+    proc.wait(5)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--latency-samples", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        make_events(path, args.events)
+        floor_s, floor_rss, _ = min(timed([sys.executable, "-c", FLOOR], path) for _ in range(3))
+        conv = [timed([sys.executable, "-m", "tigo_execd", "run", "--jsonl", str(path),
+                       "--stats-interval", "0"]) for _ in range(3)]
+        conv_s, _, size = min(conv)
+        conv_rss = max(r for _, r, _ in conv)
+    lat = latency(args.latency_samples)
+    n = args.events
+    print(f"events:            {n}")
+    print(f"floor (read+loads): {n / floor_s:10.0f} events/s  ({floor_s:.2f} s, peak RSS {floor_rss:.1f} MB)")
+    print(f"tigo-execd run:     {n / conv_s:10.0f} events/s  ({conv_s:.2f} s, {size / 1e6:.1f} MB out)")
+    print(f"ratio:              {floor_s / conv_s:.2f}x of the floor (required >= 0.25x)")
+    print(f"peak RSS:           {conv_rss:.1f} MB (required < 40 MB)")
+    print(f"latency one report: median {statistics.median(lat) * 1e3:.1f} ms, "
+          f"max {max(lat) * 1e3:.1f} ms over {len(lat)} (required < 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
