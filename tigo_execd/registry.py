@@ -86,14 +86,14 @@ class Registry:
             if known.get(tag) and new.get(tag) and known[tag] != new[tag]:
                 log.warn(f"gateway {gateway} node {node}: {tag} changed from {known[tag]} to "
                          f"{new[tag]} (the CCA re-enumerated its nodes); tags follow the new "
-                         f"mapping", key="reenumerated")
+                         f"mapping", key=f"reenumerated {gateway} {node}")
                 break
         for other_key, other in self.nodes.items():
             # an address is globally unique: the node that had it before has another id now
             if other_key != key and other.get("node_addr") == new.get("node_addr", "-"):
                 log.warn(f"{other.get('barcode') or address} moved from gateway {other_key[0]} "
                          f"node {other_key[1]} to gateway {gateway} node {node}; the old id is "
-                         f"untagged until it is learnt again", key="reenumerated")
+                         f"untagged until it is learnt again", key=f"reenumerated {gateway} {node}")
                 other.clear()
         self.nodes[key] = {**known, **new}
         self._changed()
