@@ -37,10 +37,13 @@ OLD_KEYS = {"status", "reason", "lag_min", "last_ts_utc", "ts_utc"}  # what user
 
 
 def mqtt_output(env: dict[str, str] | None = None) -> dict:
-    """The conf's [[outputs.mqtt]] table as tomllib reads it, ${VAR} expanded as Telegraf would."""
-    doc = tomllib.loads(CONF.read_text())
-    [table] = doc["outputs"]["mqtt"]
-    return {k: th.substitute(v, env or {}) if isinstance(v, str) else v for k, v in table.items()}
+    """The conf's [[outputs.mqtt]] table with ${VAR} expanded as Telegraf would (no variable set:
+    the defaults after ":-"); its JSONata is the file's text as tomllib reads it."""
+    [plugin] = [p for p in th.load_config(config=CONF, env=env or {}).outputs
+                if p.kind == "outputs.mqtt"]
+    [table] = tomllib.loads(CONF.read_text())["outputs"]["mqtt"]
+    assert plugin.options["json_transformation"] == table["json_transformation"]
+    return plugin.options
 
 
 def late_subscriber(port: int, topic: str, timeout: float = 10.0) -> mqtt.MQTTMessage:

@@ -205,6 +205,34 @@ def test_influxdb_that_never_answers_times_out():
     assert proc.stdout.startswith(b"CRIT influx_unreachable") and b"timed out" in proc.stdout
 
 
+@pytest.mark.parametrize("answer, reason", [
+    (b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>Grafana login</html>",
+     b"CRIT influx_query_failed: The watchdog's query failed (http://127.0.0.1:"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", b"CRIT influx_unreachable: http://127.0.0.1:"),
+], ids=["html", "not-http"])
+def test_another_service_on_the_influxdb_port(answer, reason):
+    """A wrong port is a CRIT with a cause, never a traceback (whose exit code 1 would read as WARN)."""
+
+    async def ask() -> tuple[int, bytes]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            proc = await asyncio.create_subprocess_exec(
+                *tigo_execd_argv("watchdog", "--once", "--influx-url", f"http://127.0.0.1:{port}"),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode, out
+
+    code, out = asyncio.run(ask())
+    assert code == 2 and out.startswith(reason)
+
+
 def test_credentials_come_from_the_environment(influxd_auth):
     admin = influxd_auth.client("bms")  # Basic auth (raw_query's u/p in the POST body are ignored)
     admin.query('CREATE DATABASE "bms"')

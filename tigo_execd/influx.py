@@ -6,6 +6,7 @@ Credentials go in a Basic auth header, never in the URL, so they do not show up 
 from __future__ import annotations
 
 import base64
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -53,12 +54,19 @@ class Influx:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise InfluxUnreachable(f"InfluxDB at {self.url} is unreachable: {reason}") from None
+        except http.client.HTTPException as exc:  # something answered, but not in HTTP
+            raise InfluxUnreachable(f"{self.url} does not answer like an HTTP server (another "
+                                    f"service on that port?): {exc!r}") from None
 
     def query(self, q: str, epoch: str = "ns") -> list[dict[str, Any]]:
         """Run one InfluxQL statement and return its series (empty list when nothing matched)."""
         body = urllib.parse.urlencode({"q": q}).encode()
         raw = self._request("/query", {"db": self.db, "epoch": epoch}, body)
-        doc = orjson.loads(raw)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InfluxError(f"{self.url} does not answer like InfluxDB (not JSON: "
+                              f"{raw[:60]!r})") from None
         if "error" in doc:
             raise InfluxError(doc["error"])
         result = (doc.get("results") or [{}])[0]

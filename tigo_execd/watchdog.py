@@ -165,7 +165,7 @@ class Check:
                                f"Database '{self.s.influx.db}' does not exist: start the Telegraf data "
                                f"instance (it creates it) or fix --db.")
             return Verdict("influx_query_failed",
-                           f"InfluxDB rejected the watchdog's query ({exc}): check --db, --rp and "
+                           f"The watchdog's query failed ({exc}): check --influx-url, --db, --rp and "
                            f"--measurement.")
 
     # ------------------------------------------------------------------ gathering
