@@ -62,13 +62,16 @@ import signal
 import socket
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+if __name__ == "__main__":
+    sys.path.append(str(Path(__file__).resolve().parent.parent))  # this checkout's tigo_execd
+
 from telegraf_mqtt import Metric, passes
+from tigo_execd.doctor import load_conf, unknown_options
 
 OPTIONS_FILE = Path(__file__).resolve().parent / "data" / "telegraf-plugin-options.json"
 STOP_GRACE = 5.0  # Telegraf's fixed wait before SIGTERM and again before SIGKILL
@@ -137,37 +140,8 @@ class Log:
 
 # ---------------------------------------------------------------- configuration
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def substitute(text: str, env: Mapping[str, str]) -> str:
-    """Shell-style parameter expansion of ${...} references in one string value."""
-
-    def one(m: re.Match[str]) -> str:
-        name, op, arg = m[1], m[2], m[3] or ""
-        value = env.get(name)
-        missing = value is None or (op is not None and op.startswith(":") and value == "")
-        if op in (":-", "-"):
-            return arg if missing else value  # type: ignore[return-value]
-        if op in (":?", "?"):
-            if missing:
-                raise ConfigError(f"environment variable {name}: {arg or 'not set'}")
-            return value  # type: ignore[return-value]
-        return m[0] if value is None else value
-
-    return _ENV_REF.sub(one, text)
-
-
-def _substitute_values(value: Any, env: Mapping[str, str]) -> Any:
-    if isinstance(value, str):
-        return substitute(value, env)
-    if isinstance(value, list):
-        return [_substitute_values(v, env) for v in value]
-    if isinstance(value, dict):
-        return {k: _substitute_values(v, env) for k, v in value.items()}
-    return value
 
 
 def parse_duration(value: Any, what: str) -> float:
@@ -225,28 +199,15 @@ def known_options() -> dict[str, list[str]]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-def check_options(kind: str, table: Mapping[str, Any], known: Mapping[str, list[str]]) -> list[str]:
-    """The option names Telegraf would reject in one plugin table (sub-tables checked when listed)."""
-    allowed = known[kind]
-    bad = []
-    for key, value in table.items():
-        if key not in allowed:
-            bad.append(key)
-        elif isinstance(value, dict) and f"{kind}.{key}" in known:
-            bad += [f"{key}.{sub}" for sub in check_options(f"{kind}.{key}", value, known)]
-    return bad
-
-
 def _load_file(path: Path, env: Mapping[str, str], known: Mapping[str, list[str]],
                config: Config) -> None:
     try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"error loading config file {path}: {exc}") from None
-    doc = _substitute_values(doc, env)
+        doc = load_conf(path, env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for top, body in doc.items():
         if top == "agent":
-            bad = check_options("agent", body, known)
+            bad = unknown_options("agent", body, known)
             if bad:
                 raise ConfigError(f"error loading config file {path}: agent: configuration specified "
                                   f"the fields {bad} but they were not used")
@@ -266,7 +227,7 @@ def config_plugin(kind: str, table: dict[str, Any], source: str, known: Mapping[
                   config: Config) -> None:
     if kind not in known:
         raise ConfigError(f"{source}: plugin {kind} is not emulated by the harness")
-    bad = check_options(kind, table, known)
+    bad = unknown_options(kind, table, known)
     if bad:
         raise ConfigError(f"error loading config file {source}: plugin {kind}: configuration specified "
                           f"the fields {json.dumps(bad)}, but they were not used. This is either a "
@@ -906,5 +867,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent.parent))  # this checkout's tigo_execd
     sys.exit(main())

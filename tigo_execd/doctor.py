@@ -1,0 +1,584 @@
+"""`tigo-execd doctor`: checks a Telegraf + tigo-execd install in the order a person would.
+
+taptap, the bus source, InfluxDB, the MQTT broker, the telegraf.d files, the telegraf user's
+groups: one line per check, and for each failure the command or edit that fixes it. It judges
+from the service's point of view, not the caller's: the environment is /etc/default/telegraf
+(what systemd gives Telegraf), commands are looked up on the service's PATH, and the serial port's
+permissions are checked for the telegraf user with the groups systemd gives it. Run it with sudo
+so that it can read /etc/default/telegraf. Exit 0 when every check passes, 1 otherwise.
+
+The Telegraf-side rules (`${VAR}` only in TOML strings, unknown option names refused) follow
+Telegraf 1.38+; the option names per plugin ship in tigo_execd/data/telegraf-plugin-options.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import grp
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from tigo_execd.cli import add_log_level
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
+TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
+                  "--profile minimal && ~/.cargo/bin/cargo install taptap --locked --root /usr/local")
+MEASUREMENT = "tigo_power_report"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+# ---------------------------------------------------------------- Telegraf's config rules
+
+def substitute(text: str, env: Mapping[str, str]) -> str:
+    """Telegraf's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err} in one string.
+
+    An unset ${VAR} without a default stays as written (Telegraf keeps undeclared references).
+    """
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m[1], m[2], m[3] or ""
+        value = env.get(name)
+        missing = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":-", "-"):
+            return arg if missing else str(value)
+        if op in (":?", "?") and missing:
+            raise ValueError(f"environment variable {name}: {arg or 'not set'}")
+        return m[0] if value is None else value
+
+    return _ENV_REF.sub(one, text)
+
+
+def substitute_strings(value: Any, env: Mapping[str, str]) -> Any:
+    """Substitute inside every string value of a parsed TOML document (and nowhere else)."""
+    if isinstance(value, str):
+        return substitute(value, env)
+    if isinstance(value, list):
+        return [substitute_strings(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute_strings(v, env) for k, v in value.items()}
+    return value
+
+
+def known_options() -> dict[str, list[str]]:
+    """Option names per plugin that Telegraf accepts (any other stops it at start-up)."""
+    text = resources.files("tigo_execd").joinpath("data/telegraf-plugin-options.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def unknown_options(kind: str, table: Mapping[str, Any], known: Mapping[str, list[str]]) -> list[str]:
+    """The option names of one plugin table that Telegraf would reject (listed sub-tables too)."""
+    bad = []
+    for key, value in table.items():
+        if key not in known[kind]:
+            bad.append(key)
+        elif isinstance(value, dict) and f"{kind}.{key}" in known:
+            bad += [f"{key}.{sub}" for sub in unknown_options(f"{kind}.{key}", value, known)]
+    return bad
+
+
+def plugins(doc: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("inputs.execd", table) for every plugin table of a parsed config file."""
+    for top in ("inputs", "outputs", "processors", "aggregators"):
+        for name, tables in doc.get(top, {}).items():
+            for table in tables if isinstance(tables, list) else [tables]:
+                yield f"{top}.{name}", table
+
+
+def load_conf(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """One Telegraf config file, parsed and substituted; ValueError says what Telegraf would."""
+    try:
+        return substitute_strings(tomllib.loads(path.read_text()), env)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"error loading config file {path}: {exc}") from None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, optional quotes)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key.strip().removeprefix("export ").strip()] = value
+    return env
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok", "FAIL" or "skip" (does not apply)
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<4}  {self.name}: {self.detail}"
+        return text + (f" -- fix: {self.fix}" if self.fix else "")
+
+
+def ok(name: str, detail: str) -> Check:
+    return Check(name, "ok", detail)
+
+
+def fail(name: str, detail: str, fix: str) -> Check:
+    return Check(name, "FAIL", detail, fix)
+
+
+def skip(name: str, detail: str) -> Check:
+    return Check(name, "skip", detail)
+
+
+# ---------------------------------------------------------------- what the service will run
+
+@dataclass
+class Setup:
+    """What Telegraf will use, read from the env file and the installed confs."""
+
+    env: dict[str, str]
+    env_problem: Check | None
+    confs: list[tuple[Path, dict[str, Any] | None, str]]  # (path, parsed or None, error)
+    source: str | None
+    influx: dict[str, Any]
+    mqtt: dict[str, Any]
+
+    @classmethod
+    def read(cls, args: argparse.Namespace) -> "Setup":
+        env: dict[str, str] = {}
+        problem = None
+        try:
+            env = read_env_file(Path(args.env_file))
+        except FileNotFoundError:
+            pass  # no settings file: every ${VAR:-default} takes its default
+        except OSError as exc:
+            problem = fail("settings", f"cannot read {args.env_file}: {exc.strerror}",
+                           "run the doctor with sudo")
+        confs = []
+        for path in sorted(Path(args.config_directory).glob("*.conf")) + [Path(args.health_config)]:
+            if not path.exists():
+                continue
+            try:
+                confs.append((path, load_conf(path, env), ""))
+            except ValueError as exc:
+                confs.append((path, None, str(exc)))
+        setup = cls(env, problem, confs, None, {}, {})
+        setup._pick(args)
+        return setup
+
+    def _pick(self, args: argparse.Namespace) -> None:
+        """The source, InfluxDB output and MQTT output the confs configure (options override)."""
+        for _, doc, _ in self.confs:
+            for kind, table in plugins(doc or {}):
+                command = [str(a) for a in table.get("command", [])]
+                if kind == "inputs.execd" and "run" in command[1:2] and "--source" in command:
+                    self.source = self.source or command[command.index("--source") + 1]
+                passes = table.get("namepass", [MEASUREMENT])
+                if kind == "outputs.influxdb" and MEASUREMENT in passes and not self.influx:
+                    self.influx = table
+                if kind == "outputs.mqtt" and not self.mqtt:
+                    self.mqtt = table
+        self.source = args.source or self.source or self.env.get("TIGO_SOURCE")
+        self.influx = dict(self.influx) or {
+            "urls": [self.env.get("INFLUX_URL") or "http://127.0.0.1:8086"],
+            "database": self.env.get("INFLUX_DB") or "bms",
+            "username": self.env.get("INFLUX_USER", ""), "password": self.env.get("INFLUX_PASS", "")}
+        if args.influx_url:
+            self.influx["urls"] = [args.influx_url]
+        if args.influx_db:
+            self.influx["database"] = args.influx_db
+        self.mqtt = dict(self.mqtt) or {"username": self.env.get("MQTT_USER", ""),
+                                        "password": self.env.get("MQTT_PASS", "")}
+        self.mqtt["server"] = args.mqtt_server or (self.mqtt.get("servers") or [None])[0] \
+            or self.env.get("MQTT_SERVER")
+
+
+# ---------------------------------------------------------------- the checks
+
+def _run(argv: list[str], timeout: float) -> tuple[int, str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def check_taptap(taptap: str, source: str | None, timeout: float) -> Check:
+    """taptap found on the service's PATH, and it runs."""
+    if source and source.startswith("jsonl:"):
+        return skip("taptap", "not needed: the source is a file of taptap output")
+    if source and source.startswith("cmd:"):
+        argv = shlex.split(source[4:])
+        taptap = argv[0] if argv else taptap
+    path = shutil.which(taptap, path=SERVICE_PATH) if "/" not in taptap else taptap
+    if path is None or not os.path.exists(path):
+        cargo = Path.home() / ".cargo" / "bin" / "taptap"
+        if cargo.exists():
+            return fail("taptap", f"only in {cargo}, which the telegraf service cannot see",
+                        f"sudo install -m 755 {cargo} /usr/local/bin/taptap")
+        return fail("taptap", f"{taptap!r} not found on the service's PATH ({SERVICE_PATH})",
+                    TAPTAP_INSTALL)
+    if not os.access(path, os.X_OK):
+        return fail("taptap", f"{path} is not executable", f"sudo chmod 755 {path}")
+    try:
+        rc, out = _run([path, "--version"], timeout)
+        version = out.splitlines()[0] if rc == 0 and out else ""
+        if rc != 0:
+            rc, out = _run([path, "--help"], timeout)
+            if "usage" not in out.lower():
+                raise OSError(f"exit code {rc}: {out[:200]}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return fail("taptap", f"{path} does not run: {exc}", "reinstall it: " + TAPTAP_INSTALL)
+    return ok("taptap", f"{path} runs ({version or 'version not reported'})")
+
+
+@dataclass
+class ServiceUser:
+    """The telegraf user as systemd runs it: its uid and every group it gets."""
+
+    name: str
+    uid: int
+    gids: dict[int, str]  # gid -> how it is granted
+
+    @classmethod
+    def lookup(cls, name: str, unit_dir: Path) -> "ServiceUser | None":
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        gids = {pw.pw_gid: "primary group"}
+        for g in grp.getgrall():
+            if name in g.gr_mem:
+                gids.setdefault(g.gr_gid, "/etc/group")
+        for conf in sorted(unit_dir.glob("*.conf")) if unit_dir.is_dir() else []:
+            for line in conf.read_text().splitlines():
+                key, _, value = line.strip().partition("=")
+                if key.strip() != "SupplementaryGroups":
+                    continue
+                for group in value.split():
+                    try:
+                        gids.setdefault(grp.getgrnam(group).gr_gid, str(conf))
+                    except KeyError:
+                        pass
+        return cls(name, pw.pw_uid, gids)
+
+    def can_open(self, st: os.stat_result) -> bool:
+        if self.uid == 0:
+            return True
+        need = stat.S_IRUSR | stat.S_IWUSR
+        if st.st_uid == self.uid:
+            return st.st_mode & need == need
+        if st.st_gid in self.gids:
+            return st.st_mode & (need >> 3) == need >> 3
+        return st.st_mode & (need >> 6) == need >> 6
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _under_telegraf(pid: str) -> bool:
+    """True when a telegraf process is among the ancestors (the service's own taptap)."""
+    while pid not in ("0", "1"):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "telegraf":
+                return True
+            pid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            return False
+    return False
+
+
+def _holders(device: str) -> list[str]:
+    """Processes outside the telegraf service that have the device open (all, when run as root)."""
+    real = os.path.realpath(device)
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = fd_dir.parent.name
+        try:
+            if any(os.path.realpath(fd) == real for fd in fd_dir.iterdir()) \
+                    and not _under_telegraf(pid):
+                found.append(f"{(fd_dir.parent / 'comm').read_text().strip()} (pid {pid})")
+        except OSError:
+            continue
+    return found
+
+
+def serial_port(source: str | None) -> str | None:
+    """The serial device a source spec reads, if any."""
+    if not source:
+        return None
+    if source.startswith("/"):
+        return source
+    if source.startswith("cmd:"):
+        argv = shlex.split(source[4:])
+        if "--serial" in argv[:-1]:
+            return argv[argv.index("--serial") + 1]
+    return None
+
+
+def check_source(source: str | None, user: ServiceUser | None, timeout: float) -> Check:
+    """The serial port exists, the service may open it, nobody else has it; or the converter answers."""
+    if not source:
+        return fail("source", "no source configured", "set TIGO_SOURCE in /etc/default/telegraf "
+                    "(a /dev/serial/by-id/... path or tcp://HOST:PORT)")
+    if source.startswith("tcp://"):
+        parts = urlsplit(source)
+        host, port = parts.hostname or "", parts.port or 7160
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            return fail("source", f"converter {host}:{port} not reachable: {exc}",
+                        "check the converter's address and port and that it is in TCP server mode")
+        return ok("source", f"converter {host}:{port} accepts connections")
+    if source.startswith("jsonl:"):
+        path = source[6:]
+        if path != "-" and not os.access(path, os.R_OK):
+            return fail("source", f"{path} cannot be read", "check the path in TIGO_SOURCE")
+        return ok("source", f"file {path}")
+    port = serial_port(source)
+    if port is None:
+        return ok("source", f"{source} (a taptap command line; its port is not checked)")
+    try:
+        st = os.stat(port)
+    except OSError:
+        by_id = sorted(str(p) for p in Path("/dev/serial/by-id").glob("*")) \
+            if Path("/dev/serial/by-id").is_dir() else []
+        return fail("source", f"{port} does not exist",
+                    "plug in the RS-485 adapter and set TIGO_SOURCE to one of: "
+                    + (", ".join(by_id) if by_id else "(none found in /dev/serial/by-id/)"))
+    mode = f"{stat.filemode(st.st_mode)} {pwd.getpwuid(st.st_uid).pw_name}:{_group_name(st.st_gid)}"
+    if user is not None and not user.can_open(st):
+        group = _group_name(st.st_gid)
+        return fail("source", f"{port} ({mode}) cannot be opened by user {user.name}",
+                    f"sudo usermod -aG {group} {user.name} (or install telegraf-dialout.conf as a "
+                    f"systemd drop-in), then sudo systemctl restart telegraf")
+    holders = _holders(port)
+    try:
+        os.close(os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
+    except OSError as exc:
+        busy = exc.errno == errno.EBUSY
+        if not busy and exc.errno not in (errno.EACCES, errno.EPERM):  # the caller's rights
+            return fail("source", f"{port} cannot be opened: {exc.strerror}",  # are not the service's
+                        "re-plug the adapter; check dmesg for USB errors")
+        holders = holders or (["another process"] if busy else [])
+    if holders:
+        return fail("source", f"{port} is busy: open in {', '.join(holders)}",
+                    f"stop it (sudo fuser -v {port}; the old ingest: sudo systemctl disable --now "
+                    "tigo-ingest.service)")
+    return ok("source", f"{port} ({mode}) can be opened by {user.name if user else 'the service'}")
+
+
+def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Check]:
+    """Reachable, credentials accepted, database present."""
+    url, db = conf["urls"][0], conf["database"]
+    client = Influx(url, db, conf.get("username") or None, conf.get("password") or None, timeout)
+    try:
+        client.ping()
+    except InfluxError as exc:
+        return [fail("influxdb", str(exc), "start it (sudo systemctl start influxdb) or set "
+                     "INFLUX_URL in /etc/default/telegraf"),
+                skip("influxdb auth", "not checked"), skip("influxdb database", "not checked")]
+    out = [ok("influxdb", f"{url} answers")]
+    try:
+        series = client.query("SHOW DATABASES")
+    except InfluxAuthFailed as exc:
+        return out + [fail("influxdb auth", str(exc), "set INFLUX_USER and INFLUX_PASS in "
+                           "/etc/default/telegraf"), skip("influxdb database", "not checked")]
+    except (InfluxUnreachable, InfluxError) as exc:
+        return out + [fail("influxdb auth", str(exc), "check InfluxDB's log"),
+                      skip("influxdb database", "not checked")]
+    user = conf.get("username")
+    out.append(ok("influxdb auth", f"accepted as {user}" if user else "no credentials needed"))
+    names = {v[0] for s in series for v in s.get("values", [])}
+    if db not in names:
+        out.append(fail("influxdb database", f"{db!r} does not exist (or {user or 'this user'} "
+                        "may not see it)", f"influx -execute 'CREATE DATABASE {db}'"
+                        + (f" and GRANT ALL ON {db} TO {user}" if user else "")))
+    else:
+        out.append(ok("influxdb database", f"{db!r} exists"))
+    return out
+
+
+def _mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def mqtt_connect_packet(client_id: str, username: str = "", password: str = "",
+                        keep_alive: int = 10) -> bytes:
+    """An MQTT 3.1.1 CONNECT with a clean session."""
+    flags = 0x02 | (0x80 if username else 0) | (0x40 if username and password else 0)
+    body = _mqtt_string("MQTT") + bytes([4, flags]) + keep_alive.to_bytes(2, "big")
+    body += _mqtt_string(client_id)
+    if username:
+        body += _mqtt_string(username) + (_mqtt_string(password) if password else b"")
+    length, size = b"", len(body)
+    while True:  # remaining length: 7 bits per byte, high bit = more
+        size, digit = divmod(size, 128)
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            break
+    return b"\x10" + length + body
+
+
+CONNACK = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
+           4: "bad user name or password", 5: "not authorized"}
+
+
+def mqtt_handshake(host: str, port: int, username: str, password: str, timeout: float) -> int:
+    """CONNECT, read the CONNACK, DISCONNECT; the CONNACK return code (0 = accepted)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(mqtt_connect_packet(f"tigo-execd-doctor-{os.getpid()}", username, password))
+        reply = b""
+        while len(reply) < 4:
+            chunk = sock.recv(4 - len(reply))
+            if not chunk:
+                break
+            reply += chunk
+        if len(reply) < 4 or reply[0] != 0x20 or reply[1] != 2:
+            raise OSError(f"no MQTT CONNACK (got {reply!r}): is this an MQTT broker?")
+        if reply[3] == 0:
+            sock.sendall(b"\xe0\x00")
+        return reply[3]
+
+
+def check_mqtt(conf: Mapping[str, Any], timeout: float) -> Check:
+    server = conf.get("server")
+    if not server:
+        return skip("mqtt", "no broker configured (the health instance is not set up)")
+    parts = urlsplit(server if "://" in server else "tcp://" + server)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+    if parts.scheme not in ("tcp", "mqtt"):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            return fail("mqtt", f"{host}:{port} not reachable: {exc}", "start the broker or set "
+                        "MQTT_SERVER in /etc/default/telegraf")
+        return ok("mqtt", f"{host}:{port} accepts connections ({parts.scheme}: handshake not checked)")
+    try:
+        rc = mqtt_handshake(host, port, conf.get("username") or "", conf.get("password") or "",
+                            timeout)
+    except OSError as exc:
+        return fail("mqtt", f"{host}:{port}: {exc}", "start the broker (sudo systemctl start "
+                    "mosquitto) or set MQTT_SERVER in /etc/default/telegraf")
+    if rc:
+        return fail("mqtt", f"{host}:{port} refused the connection: {CONNACK.get(rc, rc)}",
+                    "set MQTT_USER and MQTT_PASS in /etc/default/telegraf")
+    return ok("mqtt", f"{host}:{port} accepts an MQTT connection")
+
+
+def check_confs(setup: Setup, config_directory: str) -> list[Check]:
+    """Each installed conf parses, uses only known options, and its execd programs exist."""
+    known = known_options()
+    out = []
+    tigo = False
+    for path, doc, error in setup.confs:
+        if doc is None:
+            out.append(fail(path.name, error, f"fix the TOML in {path}"))
+            continue
+        problems = []
+        for kind, table in plugins(doc):
+            if kind in known and (bad := unknown_options(kind, table, known)):
+                problems.append(f"{kind}: unknown option(s) {', '.join(bad)}")
+            if kind == "inputs.execd" and table.get("command"):
+                program = str(table["command"][0])
+                tigo = tigo or table["command"][1:2] == ["run"]  # the data input, not the watchdog
+                found = shutil.which(program, path=SERVICE_PATH) if "/" not in program else program
+                if not found or not os.access(found, os.X_OK):
+                    problems.append(f"inputs.execd program {program} does not exist, so Telegraf "
+                                    "will not start")
+        if problems:
+            out.append(fail(path.name, "; ".join(problems), f"edit {path} (compare with the "
+                            "shipped telegraf/ files) or set TIGO_EXECD in /etc/default/telegraf"))
+        else:
+            out.append(ok(path.name, f"{path}: options known to Telegraf, programs exist"))
+    if not tigo:
+        out.append(fail("telegraf.d", f"no `tigo-execd run` input in {config_directory}",
+                        f"sudo cp telegraf/tigo.conf {config_directory}/"))
+    return out
+
+
+def check_groups(user: ServiceUser | None, user_name: str, port: str | None) -> Check:
+    if user is None:
+        return fail("groups", f"no user {user_name!r}", "install Telegraf from InfluxData's "
+                    "repository (it creates the telegraf user)")
+    if port is None:
+        return skip("groups", "no serial port in use: no group needed")
+    try:
+        gid = os.stat(port).st_gid
+    except OSError:
+        gid = grp.getgrnam("dialout").gr_gid
+    name = _group_name(gid)
+    if user.uid == 0 or gid in user.gids:
+        how = "root" if user.uid == 0 else user.gids[gid]
+        return ok("groups", f"{user.name} has group {name} ({how})")
+    return fail("groups", f"{user.name} is not in group {name}",
+                f"sudo usermod -aG {name} {user.name} (or install telegraf-dialout.conf as a "
+                "systemd drop-in), then sudo systemctl restart telegraf")
+
+
+def run_checks(args: argparse.Namespace) -> Iterator[Check]:
+    setup = Setup.read(args)
+    if setup.env_problem:
+        yield setup.env_problem
+    user = ServiceUser.lookup(args.user, Path(args.unit_dir))
+    yield check_taptap(args.taptap, setup.source, args.timeout)
+    yield check_source(setup.source, user, args.timeout)
+    yield from check_influx(setup.influx, args.timeout)
+    yield check_mqtt(setup.mqtt, args.timeout)
+    yield from check_confs(setup, args.config_directory)
+    yield check_groups(user, args.user, serial_port(setup.source))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check taptap, the source, InfluxDB, MQTT, the Telegraf "
+                       "files and the telegraf user; print a fix for each problem",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--env-file", default="/etc/default/telegraf",
+                   help="the services' environment (default: /etc/default/telegraf)")
+    p.add_argument("--config-directory", default="/etc/telegraf/telegraf.d",
+                   help="Telegraf's drop-in directory (default: /etc/telegraf/telegraf.d)")
+    p.add_argument("--health-config", default="/etc/telegraf/tigo-health.conf",
+                   help="the health instance's config (default: /etc/telegraf/tigo-health.conf)")
+    p.add_argument("--source", help="source to check (default: the one tigo.conf runs)")
+    p.add_argument("--taptap", default="taptap", help="taptap program (default: taptap on PATH)")
+    p.add_argument("--influx-url", help="InfluxDB URL (default: from the confs / INFLUX_URL)")
+    p.add_argument("--influx-db", help="database (default: from the confs / INFLUX_DB)")
+    p.add_argument("--mqtt-server", help="broker, tcp://HOST:PORT (default: from tigo-health.conf "
+                   "/ MQTT_SERVER)")
+    p.add_argument("--user", default="telegraf", help="the service user (default: telegraf)")
+    p.add_argument("--unit-dir", default="/etc/systemd/system/telegraf.service.d",
+                   help="telegraf.service's drop-in directory, for SupplementaryGroups= "
+                        "(default: /etc/systemd/system/telegraf.service.d)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default: 3)")
+    add_log_level(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    failed = False
+    for check in run_checks(args):
+        print(check.line(), flush=True)
+        failed = failed or check.status == "FAIL"
+    return 1 if failed else 0
