@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 from datetime import datetime
@@ -408,3 +409,19 @@ def test_execd_stdin_protocol(influx_db):
     assert metrics[0].fields["reason"] == "nodes_silent"
     assert metrics[0].fields["silent_nodes"] == '4609/2 (4-A2Z), 4609/7 (a "b",c=d e/)'
     assert metrics[2].tags == {"gateway_id": "4609", "node_id": "7", "barcode": 'a "b",c=d e/'}
+
+
+@pytest.mark.parametrize("ages", [{}, {1: 20}, {1: 0.5, 2: 80}], ids=["empty", "stale", "silent"])
+def test_every_query_is_bounded(influx_db, ages):
+    """No query scans all history (the old check's `SELECT last(power_w)` did): every SELECT has a
+    time window ending at the check's now, and the one metadata query has a LIMIT."""
+    write(influx_db, fleet(ns(NOON), ages) if ages else [])
+    proc = watchdog(influx_db, *MUNICH, "--log-level", "debug")
+    queries = [line.split("watchdog query: ", 1)[1] for line in proc.stderr.decode().splitlines()
+               if "watchdog query: " in line]
+    assert len(queries) >= 2
+    for q in queries:
+        if q.startswith("SELECT"):
+            assert re.search(r"WHERE time > \d+ AND time <= \d+", q), q
+        else:
+            assert q.startswith("SHOW SERIES FROM") and q.endswith("LIMIT 1"), q
