@@ -70,25 +70,27 @@ def _num(value: object) -> float | None:
     return None
 
 
-# Computed values have fixed decimals (power_w 0.001 W, current_out_a 0.0001 A): exact, no float
-# noise, and cheaper than round() + repr().
-_FULL = ("current_in_a=%s,current_out_a=%.4f,duty_cycle=%s,power_w=%.3f,rssi=%di,temperature_c=%s,"
-         "voltage_in_v=%s,voltage_out_v=%s")
-_REPRS: dict[float, str] = {}
+# A complete report in one format operation. Computed values have fixed decimals (power_w 0.001 W,
+# current_out_a 0.0001 A): exact, no float noise, and cheaper than round() + repr().
+_LINE = ("%s current_in_a=%s,current_out_a=%.4f,duty_cycle=%s,power_w=%.3f,rssi=%di,"
+         "temperature_c=%s,voltage_in_v=%s,voltage_out_v=%s %d\n")
 
 
-def _repr(value: float) -> str:
-    """Shortest round-trip text of a measured value (its decimal as taptap printed it, no noise).
+class _TextCache(dict):
+    """Shortest round-trip text of measured values (their decimals as taptap printed them).
 
     Measured values are 12-bit readings scaled, so a few thousand distinct values recur all day:
     caching their text saves most of the formatting time of a line.
     """
-    text = _REPRS.get(value)
-    if text is None:
+
+    def __missing__(self, value: float) -> str:
         text = repr(value)
-        if len(_REPRS) < 50_000:
-            _REPRS[value] = text
-    return text
+        if len(self) < 50_000:
+            self[value] = text
+        return text
+
+
+_TEXT = _TextCache()
 
 
 def _snippet(raw: bytes) -> str:
@@ -127,19 +129,28 @@ class Converter:
         return self.convert_lines([raw]) or None
 
     def convert_lines(self, lines: list[bytes]) -> str:
-        """taptap stdout lines -> their line protocol, concatenated. The hot path: locals only."""
+        """taptap stdout lines -> their line protocol, concatenated.
+
+        The hot path, so it keeps everything in locals and writes a complete report (every value
+        present, as taptap prints them) with a single format operation; anything else goes through
+        `_fields`, which handles missing and odd values one by one.
+        """
         out: list[str] = []
-        append, loads, times, tags_cache = out.append, orjson.loads, self._times, self._tags
-        fields_of, nodes, registry = self._fields, self.counters.nodes, self.registry
+        append, loads, times, tags_cache, text = out.append, orjson.loads, self._times, self._tags, _TEXT
+        registry = self.registry
         read = reports = 0
         for raw in lines:
-            raw = raw.strip()
             if not raw:
                 continue
             read += 1
-            if raw[0] not in b"{[":
-                self._skipped(f"skipped a line that is not taptap JSON: {_snippet(raw)}", "noise")
-                continue
+            if raw[0] != 123:  # "{"
+                raw = raw.strip()
+                if not raw:
+                    read -= 1
+                    continue
+                if raw[0] not in b"{[":
+                    self._skipped(f"skipped a line that is not taptap JSON: {_snippet(raw)}", "noise")
+                    continue
             try:
                 obj = loads(raw)
             except orjson.JSONDecodeError as exc:
@@ -148,9 +159,10 @@ class Converter:
             if type(obj) is not dict:
                 self._invalid("JSON that is not an object", raw)
                 continue
-            event = obj.get("event_type")
+            get = obj.get
+            event = get("event_type")
             if event == "power_report":
-                gateway, node = obj.get("gateway"), obj.get("node")
+                gateway, node = get("gateway"), get("node")
             elif event is None:
                 gateway, node = self._upstream_identity(obj)
             elif event == "infrastructure_report":
@@ -159,11 +171,19 @@ class Converter:
             else:
                 self._skipped(f"skipped taptap event of unknown type {str(event)[:40]!r}", "event")
                 continue
-            if not (type(gateway) is int and type(node) is int
-                    and 0 <= gateway <= 65535 and 0 <= node <= 65535):
+            if type(gateway) is not int or type(node) is not int:
                 self._invalid("a report without valid gateway/node ids", raw)
                 continue
-            ts_text = obj.get("timestamp")
+            if self._tags_generation != registry.generation:
+                tags_cache.clear()
+                self._tags_generation = registry.generation
+            tags = tags_cache.get((gateway, node))
+            if tags is None:
+                tags = self._new_node(gateway, node)
+                if tags is None:
+                    self._invalid("a report with gateway/node ids out of range", raw)
+                    continue
+            ts_text = get("timestamp")
             ns = times.get(ts_text) if type(ts_text) is str else None
             if ns is None:
                 try:
@@ -171,26 +191,35 @@ class Converter:
                 except ValueError as exc:
                     self._invalid(str(exc), raw)
                     continue
-            fields = fields_of(obj)
-            if not fields:
-                self._invalid("a report without any usable value", raw)
-                continue
-            if self._tags_generation != registry.generation:
-                tags_cache.clear()
-                self._tags_generation = registry.generation
-            key = (gateway, node)
-            tags = tags_cache.get(key)
-            if tags is None:
-                tags = tags_cache[key] = self._tag_string(gateway, node)
-            nodes.add(key)
+            vin, vout, cur = get("voltage_in"), get("voltage_out"), get("current")
+            duty, temp, rssi = get("dc_dc_duty_cycle"), get("temperature"), get("rssi")
+            if (type(vin) is float and type(vout) is float and type(cur) is float and vout
+                    and type(duty) is float and type(temp) is float and type(rssi) is int
+                    and vin * cur < 1e15):
+                power = vin * cur
+                append(_LINE % (tags, text[cur], power / vout, text[duty], power, rssi, text[temp],
+                                text[vin], text[vout], ns))
+            else:
+                fields = self._fields(vin, vout, cur, duty, temp, rssi)
+                if not fields:
+                    self._invalid("a report without any usable value", raw)
+                    continue
+                append(f"{tags} {fields} {ns}\n")
             reports += 1
-            append(f"{tags} {fields} {ns}\n")
         c = self.counters
         c.lines_read += read
         if reports:
             c.reports += reports
             c.last_report_monotonic = time.monotonic()
         return "".join(out)
+
+    def _new_node(self, gateway: int, node: int) -> str | None:
+        """Tag string of a node not in the cache (None for ids out of range), noting it as seen."""
+        if not (0 <= gateway <= 65535 and 0 <= node <= 65535):
+            return None
+        self.counters.nodes.add((gateway, node))
+        tags = self._tags[(gateway, node)] = self._tag_string(gateway, node)
+        return tags
 
     def _upstream_identity(self, obj: dict) -> tuple[object, object]:
         """Ids of an upstream report, learning the addresses and barcode it carries."""
@@ -216,42 +245,32 @@ class Converter:
         return ns
 
     @staticmethod
-    def _fields(obj: dict) -> str:
-        """The schema's fields, sorted like the old ingest's; a missing value drops only its own fields."""
-        get = obj.get
-        vin, vout, cur = get("voltage_in"), get("voltage_out"), get("current")
-        duty, temp, rssi = get("dc_dc_duty_cycle"), get("temperature"), get("rssi")
-        if (type(vin) is float and type(vout) is float and type(cur) is float and vout
-                and type(duty) is float and type(temp) is float and type(rssi) is int):
-            # Fast path: a complete report exactly as taptap prints it (about every line).
-            power = vin * cur
-            if power < 1e15:
-                r = _REPRS.get
-                return _FULL % (r(cur) or _repr(cur), power / vout, r(duty) or _repr(duty), power, rssi,
-                                r(temp) or _repr(temp), r(vin) or _repr(vin), r(vout) or _repr(vout))
+    def _fields(vin: object, vout: object, cur: object, duty: object, temp: object,
+                rssi: object) -> str:
+        """The schema's fields from whatever values a report has; a missing one drops only itself."""
         vin, vout, cur, duty, temp = _num(vin), _num(vout), _num(cur), _num(duty), _num(temp)
         power = vin * cur if vin is not None and cur is not None else None
         if power is not None and not math.isfinite(power):
             power = None
         parts = []
         if cur is not None:
-            parts.append(f"current_in_a={_repr(cur)}")
+            parts.append(f"current_in_a={_TEXT[cur]}")
         if power is not None and vout:
             out = power / vout
             if math.isfinite(out):
                 parts.append(f"current_out_a={out:.4f}")
         if duty is not None:
-            parts.append(f"duty_cycle={_repr(duty)}")
+            parts.append(f"duty_cycle={_TEXT[duty]}")
         if power is not None:
             parts.append(f"power_w={power:.3f}")
         if type(rssi) is int or (type(rssi) is float and rssi.is_integer()):
             parts.append(f"rssi={int(rssi)}i")
         if temp is not None:
-            parts.append(f"temperature_c={_repr(temp)}")
+            parts.append(f"temperature_c={_TEXT[temp]}")
         if vin is not None:
-            parts.append(f"voltage_in_v={_repr(vin)}")
+            parts.append(f"voltage_in_v={_TEXT[vin]}")
         if vout is not None:
-            parts.append(f"voltage_out_v={_repr(vout)}")
+            parts.append(f"voltage_out_v={_TEXT[vout]}")
         return ",".join(parts)
 
     def _tag_string(self, gateway: int, node: int) -> str:
