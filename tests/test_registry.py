@@ -202,6 +202,7 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
     saved = orjson.loads(state.read_bytes())
     assert saved["nodes"]["4609"]["2"]["barcode"] == "4-A2346FZ"
     assert [p.name for p in state.parent.iterdir()] == ["registry.json"]  # no temporary left
+    assert state.stat().st_mode & 0o777 == 0o644  # `tigo-execd nodes` run by another user reads it
     second = run_ingest("--state-file", str(state))
     feed(second, fork_power(2))  # a fork power report: no identity in it
     out = stop(second)

@@ -86,6 +86,7 @@ def save_state(registry: Registry, path: Path) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)  # mkstemp makes it 0600; `nodes` of other users reads it
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
