@@ -8,6 +8,7 @@ at the fake taptap, INFLUX_* at the test InfluxDB.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -191,3 +192,39 @@ def test_stopping_leaves_no_process_behind(etc, tigo_execd_bin, influxd, influx_
         assert b"exited" not in child.err  # shut down, not crashed
     finally:
         child.kill()
+
+
+def test_health_instance_publishes_retained_flat_json(tmp_path, tigo_execd_bin, influxd, influx_db,
+                                                      mosquitto):
+    import paho.mqtt.subscribe as subscribe
+
+    now = time.time_ns()
+    influx_db.write(b"".join(b"tigo_power_report,gateway_id=4609,node_id=%d,src=tigo power_w=200 %d\n"
+                             % (node, now - 60_000_000_000) for node in (1, 2)))
+    conf = tmp_path / "tigo-health.conf"
+    shutil.copy(TELEGRAF / "tigo-health.conf", conf)  # its own instance: --config only
+    topic = f"tigo/health-{os.getpid()}"
+    env = telegraf_env(tigo_execd_bin, influxd.url, influx_db.db, tmp_path,
+                       MQTT_SERVER=f"tcp://127.0.0.1:{mosquitto.port}", MQTT_TOPIC=topic)
+    harness = th.Harness(th.load_config(conf, env=env), th.Log(None))
+
+    async def once():  # `telegraf --once`: one gather, then stop, flushing to the outputs
+        await harness.start(gather_loop=False)
+        for execd in harness.inputs:
+            execd.gather()
+        deadline = time.monotonic() + 20
+        while not any(m.name == "tigo_health" for m in harness.collected):
+            assert time.monotonic() < deadline, harness.log.records
+            await asyncio.sleep(0.05)
+        await harness.stop()
+
+    asyncio.run(once())
+    msg = subscribe.simple(topic, qos=1, hostname="127.0.0.1", port=mosquitto.port, retained=True)
+    assert msg.retain and msg.qos == 1
+    doc = json.loads(msg.payload)
+    assert (doc["status"], doc["code"], doc["reason"]) == ("OK", 0, "healthy")
+    assert doc["nodes_reporting"] == 2 and 0.9 <= doc["lag_min"] <= 2.0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["ts_utc"])
+    assert not any(isinstance(v, (dict, list)) for v in doc.values())  # flat
+    health = rows(influx_db, "SELECT * FROM tigo_health")
+    assert health and health[0]["status"] == "OK"  # its history goes to InfluxDB as well
