@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from functools import lru_cache
 from typing import Iterable, Union
 
