@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 import telegraf_harness as th
 from proc import FAKE_TAPTAP, Child, pid_alive
+from tigo_execd.doctor import plugins, unknown_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TELEGRAF = ROOT / "telegraf"
@@ -228,3 +230,16 @@ def test_health_instance_publishes_retained_flat_json(tmp_path, tigo_execd_bin, 
     assert not any(isinstance(v, (dict, list)) for v in doc.values())  # flat
     health = rows(influx_db, "SELECT * FROM tigo_health")
     assert health and health[0]["status"] == "OK"  # its history goes to InfluxDB as well
+
+
+@pytest.mark.parametrize("doc", [ROOT / "README.md", TELEGRAF / "README.md"], ids=lambda p: p.parent.name)
+def test_toml_shown_in_the_docs_is_accepted_by_telegraf(doc):
+    """Every ```toml block a reader may paste: valid TOML, known option names, ${VAR} in strings."""
+    known = th.known_options()
+    blocks = re.findall(r"```toml\n(.*?)```", doc.read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        parsed = tomllib.loads(block)
+        for kind, table in plugins(parsed):
+            assert unknown_options(kind, table, known) == [], block
+        assert set(parsed) <= {"agent", "global_tags", "inputs", "outputs"}

@@ -37,7 +37,8 @@ from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnrea
 
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
 TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
-                  "--profile minimal && ~/.cargo/bin/cargo install taptap --locked --root /usr/local")
+                  "--profile minimal && ~/.cargo/bin/cargo install taptap --locked && "
+                  "sudo install -m 755 ~/.cargo/bin/taptap /usr/local/bin/taptap")
 MEASUREMENT = "tigo_power_report"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
