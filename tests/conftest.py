@@ -17,6 +17,20 @@ OUTPUT = TESTS / "output"  # artefacts a person may want to look at (rendered pa
 _db_names = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_home(tmp_path_factory):
+    """Keep every tigo-execd the tests start away from the real ~/.local/state registry."""
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "STATE_DIRECTORY")}
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    os.environ.pop("STATE_DIRECTORY", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def influxd():
     with InfluxServer() as server:

@@ -125,9 +125,9 @@ bind-address = "127.0.0.1:{rpc}"
         params = {"q": q}
         if db:
             params["db"] = db
-        if self.auth:
-            params.update(u="admin", p="adminpw")
-        req = urllib.request.Request(self.url + "/query", data=urllib.parse.urlencode(params).encode())
+        auth = "?" + urllib.parse.urlencode({"u": "admin", "p": "adminpw"}) if self.auth else ""
+        req = urllib.request.Request(self.url + "/query" + auth,
+                                     data=urllib.parse.urlencode(params).encode())
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.read()
 

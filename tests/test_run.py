@@ -151,7 +151,8 @@ def test_stats_lines_report_the_supervised_taptap(tmp_path):
     child = run("--taptap-cmd", taptap_cmd(), "--stats-interval", "0.1",
                 env={"FAKE_TAPTAP_LINES": str(DATA / "taptap-fork.jsonl"), "FAKE_TAPTAP_THEN": "sleep"})
     try:
-        child.wait_stdout(b"taptap_running=1i")
+        child.wait_for(lambda: b"reports=7i" in child.out and b"taptap_running=1i" in child.out, 10,
+                       "a stats line with all reports and taptap running")
     finally:
         child.close_stdin()
     child.finish(5)
