@@ -152,11 +152,19 @@ def test_port_busy(site):
     assert "fix: stop it (sudo fuser -v" in checks["source"]
 
 
-def test_converter_unreachable(site):
+def test_converter_unreachable(site, mosquitto):
     rc, checks = doctor(site, "--source", f"tcp://127.0.0.1:{free_port()}")
     assert rc == 1
     assert "not reachable" in checks["source"] and "TCP server mode" in checks["source"]
     assert checks["groups"].startswith("skip")  # no serial port, no group needed
+    rc, checks = doctor(site, "--source", f"tcp://127.0.0.1:{mosquitto.port}")  # something listens
+    assert rc == 0 and checks["source"].startswith("ok  ") and "accepts connections" in checks["source"]
+
+
+def test_source_not_understood(site):
+    rc, checks = doctor(site, "--source", "ttyUSB0")
+    assert rc == 1 and "'ttyUSB0' is not a source" in checks["source"]
+    assert "fix: set TIGO_SOURCE" in checks["source"]
 
 
 def test_wrong_database(site):

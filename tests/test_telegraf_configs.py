@@ -243,3 +243,8 @@ def test_toml_shown_in_the_docs_is_accepted_by_telegraf(doc):
         for kind, table in plugins(parsed):
             assert unknown_options(kind, table, known) == [], block
         assert set(parsed) <= {"agent", "global_tags", "inputs", "outputs"}
+
+
+def test_readme_configuration_is_the_shipped_conf():
+    first_block = re.search(r"```toml\n(.*?)```", (TELEGRAF / "README.md").read_text(), re.S)[1]
+    assert tomllib.loads(first_block) == tomllib.loads((TELEGRAF / "tigo.conf").read_text())

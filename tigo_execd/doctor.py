@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
+from tigo_execd.bridge import parse_host_port
 from tigo_execd.cli import add_log_level
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.ingest import parse_source_spec
 
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
 TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
@@ -220,13 +222,23 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
+def parse_source(spec: str | None) -> tuple[str, str]:
+    """`run --source SPEC` as tigo-execd reads it: ("serial"|"tcp"|"taptap_cmd"|"jsonl", value)."""
+    if not spec:
+        return "", ""
+    try:
+        return parse_source_spec(spec)
+    except ValueError:
+        return "invalid", spec
+
+
 def check_taptap(taptap: str, source: str | None, timeout: float) -> Check:
     """taptap found on the service's PATH, and it runs."""
-    if source and source.startswith("jsonl:"):
+    kind, value = parse_source(source)
+    if kind == "jsonl":
         return skip("taptap", "not needed: the source is a file of taptap output")
-    if source and source.startswith("cmd:"):
-        argv = shlex.split(source[4:])
-        taptap = argv[0] if argv else taptap
+    if kind == "taptap_cmd":
+        taptap = shlex.split(value)[0]
     path = shutil.which(taptap, path=SERVICE_PATH) if "/" not in taptap else taptap
     if path is None or not os.path.exists(path):
         cargo = Path.home() / ".cargo" / "bin" / "taptap"
@@ -326,36 +338,32 @@ def _holders(device: str) -> list[str]:
 
 def serial_port(source: str | None) -> str | None:
     """The serial device a source spec reads, if any."""
-    if not source:
-        return None
-    if source.startswith("/"):
-        return source
-    if source.startswith("cmd:"):
-        argv = shlex.split(source[4:])
-        if "--serial" in argv[:-1]:
-            return argv[argv.index("--serial") + 1]
-    return None
+    kind, value = parse_source(source)
+    if kind == "serial":
+        return value
+    argv = shlex.split(value) if kind == "taptap_cmd" else []
+    return argv[argv.index("--serial") + 1] if "--serial" in argv[:-1] else None
 
 
 def check_source(source: str | None, user: ServiceUser | None, timeout: float) -> Check:
     """The serial port exists, the service may open it, nobody else has it; or the converter answers."""
-    if not source:
-        return fail("source", "no source configured", "set TIGO_SOURCE in /etc/default/telegraf "
+    kind, value = parse_source(source)
+    if kind in ("", "invalid"):
+        return fail("source", f"TIGO_SOURCE {value!r} is not a source" if value else
+                    "no source configured", "set TIGO_SOURCE in /etc/default/telegraf "
                     "(a /dev/serial/by-id/... path or tcp://HOST:PORT)")
-    if source.startswith("tcp://"):
-        parts = urlsplit(source)
-        host, port = parts.hostname or "", parts.port or 7160
+    if kind == "tcp":
         try:
+            host, port = parse_host_port(value)
             socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as exc:
-            return fail("source", f"converter {host}:{port} not reachable: {exc}",
+        except (OSError, ValueError) as exc:
+            return fail("source", f"converter {value} not reachable: {exc}",
                         "check the converter's address and port and that it is in TCP server mode")
         return ok("source", f"converter {host}:{port} accepts connections")
-    if source.startswith("jsonl:"):
-        path = source[6:]
-        if path != "-" and not os.access(path, os.R_OK):
-            return fail("source", f"{path} cannot be read", "check the path in TIGO_SOURCE")
-        return ok("source", f"file {path}")
+    if kind == "jsonl":
+        if value != "-" and not os.access(value, os.R_OK):
+            return fail("source", f"{value} cannot be read", "check the path in TIGO_SOURCE")
+        return ok("source", f"file {value}")
     port = serial_port(source)
     if port is None:
         return ok("source", f"{source} (a taptap command line; its port is not checked)")
