@@ -3,16 +3,15 @@ real InfluxDB 1.x holding a known synthetic day, with the figures checked agains
 
 from __future__ import annotations
 
-import math
 import re
-import shutil
+from pathlib import Path
 
 import pytest
 
 import dashboard_day as day
 from dashboard_day import MIN, NOW, DAY0
-from dashboard_grafana import (Range, Var, all_panels, duration_ms, interpolate, interval_ms, load,
-                               panel_range, sort_options)
+from dashboard_grafana import (Range, Var, all_panels, interpolate, interval_ms, load, panel_range,
+                               sort_options)
 from dashboard_render import render
 
 # Grafana unit ids (the `unit` values of Grafana's unit picker, packages/grafana-data valueFormats)
@@ -21,7 +20,7 @@ GRAFANA_UNITS = {"watt", "kwatth", "volt", "amp", "celsius", "percentunit", "non
                  "Bps"}
 DS_REF = {"type": "influxdb", "uid": "${datasource}"}
 DASH_RANGE = Range(DAY0, NOW)  # the synthetic day, the night and the next morning up to "now"
-README_PNG = day.__file__.rsplit("/tests/", 1)[0] + "/docs/dashboard.png"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -292,5 +291,5 @@ def test_selection_and_retention_policy(dash, solar_db):
 
 def test_readme_picture_is_committed():
     """The README shows docs/dashboard.png, a rendering of these queries (refresh it from tests/output)."""
-    import os
-    assert os.path.getsize(README_PNG) > 20000
+    assert (ROOT / "docs" / "dashboard.png").stat().st_size > 20000
+    assert "](docs/dashboard.png)" in (ROOT / "README.md").read_text()
