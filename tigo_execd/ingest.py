@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from tigo_execd import lineproto
+from tigo_execd import bridge, lineproto
 from tigo_execd.cli import add_log_level
 from tigo_execd.convert import Converter
 from tigo_execd.identity import Identity, add_arguments as add_identity_arguments
@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--demo", action="store_true", help="print a bundled demo day ending now")
     src.add_argument("--source", metavar="SPEC",
                      help="one source as one string (for a Telegraf conf taking it from one "
-                          "environment variable): cmd:COMMAND or jsonl:PATH")
+                          "environment variable): /dev/PORT, tcp://HOST[:PORT], cmd:COMMAND or "
+                          "jsonl:PATH")
+    bridge.add_arguments(p, src)
     p.add_argument("--measurement", default="tigo_power_report",
                    help="measurement for power reports (default: tigo_power_report)")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
@@ -51,16 +53,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def parse_source_spec(spec: str) -> tuple[str, str]:
     """`--source SPEC` -> (option, value) of the dedicated source option it stands for."""
-    for prefix, option in (("cmd:", "taptap_cmd"), ("jsonl:", "jsonl")):
+    if spec.startswith("/dev/"):
+        return "serial", spec
+    for prefix, option in (("tcp://", "tcp"), ("cmd:", "taptap_cmd"), ("jsonl:", "jsonl")):
         if spec.startswith(prefix) and spec[len(prefix):].strip():
             return option, spec[len(prefix):]
-    raise ValueError(f"--source {spec!r}: expected cmd:COMMAND or jsonl:PATH")
+    raise ValueError(f"--source {spec!r}: expected /dev/PORT, tcp://HOST[:PORT], cmd:COMMAND or "
+                     f"jsonl:PATH")
 
 
 def make_source(args: argparse.Namespace) -> Source:
     if args.source:
         option, value = parse_source_spec(args.source)
         setattr(args, option, value)
+    source = bridge.make_source(args)
+    if source is not None:
+        return source
     if args.taptap_cmd:
         return TaptapSource.from_command(args.taptap_cmd)
     if args.jsonl:
@@ -78,10 +86,11 @@ def main(args: argparse.Namespace) -> int:
         log.error(str(exc))
         return 64
     except OSError as exc:
-        log.error(f"cannot read {args.jsonl}: {exc.strerror}")
+        log.error(f"cannot open {exc.filename}: {exc.strerror}")
         return EX_NOINPUT
     identity = Identity.from_args(args)
     converter = Converter(args.measurement, identity.registry, time_shift_ns=source.time_shift_ns)
+    source.watch_reports(lambda: converter.counters.reports)
     return asyncio.run(Ingest(source, converter, args.stats_interval, identity).run())
 
 

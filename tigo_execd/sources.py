@@ -10,7 +10,7 @@ import asyncio
 import shlex
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from tigo_execd.output import is_pipe
 from tigo_execd.taptap import Supervisor
@@ -33,6 +33,9 @@ class Source:
 
     def fields(self) -> dict[str, int | float]:
         return {}
+
+    def watch_reports(self, count: Callable[[], int]) -> None:
+        """Hands over the count of reports written, for sources that judge the bus by it."""
 
 
 class TaptapSource(Source):

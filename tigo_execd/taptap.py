@@ -126,6 +126,10 @@ class Supervisor:
         except ProcessLookupError:
             await proc.wait()
 
+    def retire(self) -> None:
+        """Let the running child finish on its own (a replay is over) but start no other one."""
+        self._stopping.set()
+
     async def stop(self) -> None:
         """Stop for good: SIGTERM (SIGKILL after a grace period); chunks() ends after the last output."""
         self._stopping.set()
