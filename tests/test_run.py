@@ -5,7 +5,6 @@ The fake taptap (tests/fake_taptap.py) crashes, hangs, writes to stderr and exit
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path

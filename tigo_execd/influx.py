@@ -5,8 +5,10 @@ Credentials go in a Basic auth header, never in the URL, so they do not show up 
 
 from __future__ import annotations
 
+import argparse
 import base64
 import http.client
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -82,3 +84,32 @@ class Influx:
 
     def ping(self) -> None:
         self._request("/ping", {})
+
+
+def ident(name: str) -> str:
+    """An InfluxQL double-quoted identifier (a measurement or tag name from the command line)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def target(rp: str, measurement: str) -> str:
+    """FROM clause target; an empty retention policy means the database's default."""
+    return f"{ident(rp)}.{ident(measurement)}" if rp else ident(measurement)
+
+
+def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
+    """The options every command that reads InfluxDB shares (credentials: environment only)."""
+    p.add_argument("--influx-url", default="http://127.0.0.1:8086",
+                   help="InfluxDB 1.x base URL (default: http://127.0.0.1:8086)")
+    p.add_argument("--db", default="bms", help="database (default: bms)")
+    p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
+    p.add_argument("--measurement", default="tigo_power_report",
+                   help="measurement of the power reports (default: tigo_power_report)")
+    p.add_argument("--timeout", type=float, default=timeout, metavar="S",
+                   help=f"HTTP timeout per InfluxDB query in seconds (default: {timeout:g})")
+
+
+def from_args(args: argparse.Namespace) -> Influx:
+    """A client for the options of add_arguments, with INFLUX_USER / INFLUX_PASS from the
+    environment (never from the command line, where every user could read them)."""
+    return Influx(args.influx_url, args.db, os.environ.get("INFLUX_USER") or None,
+                  os.environ.get("INFLUX_PASS") or None, timeout=args.timeout)

@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from typing import Any, Iterable
 
 import orjson
 
+from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.identity import load_state, state_path
 from tigo_execd.log import log
@@ -70,10 +70,6 @@ class Report:
     nodes: list[NodeRow]
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -114,7 +110,7 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
     # one series per distinct tag combination: a node whose barcode or name was learnt during the
     # week shows up more than once, and its newest combination wins
     known = db.query(f"SELECT last(rssi) FROM {source} WHERE {known_window} "
-                     f"GROUP BY gateway_id, node_id, {', '.join(map(_ident, NAME_TAGS))}", epoch="s")
+                     f"GROUP BY gateway_id, node_id, {', '.join(map(influx.ident, NAME_TAGS))}", epoch="s")
     for tags, v in _rows(known):
         key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
         row = nodes.setdefault(key, NodeRow(*key))
@@ -220,11 +216,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=_when, default=None, metavar="TIME",
                    help="end of the window, ISO 8601 with offset (default: now)")
     p.add_argument("--format", choices=list(FORMATS), default="table")
-    p.add_argument("--influx-url", default="http://127.0.0.1:8086")
-    p.add_argument("--db", default="bms")
-    p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
-    p.add_argument("--measurement", default="tigo_power_report")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per query (default 10)")
+    influx.add_arguments(p)
     p.add_argument("--state-file", type=Path, default=None, metavar="FILE",
                    help="node registry of `tigo-execd run` (same default): its nodes are listed "
                         "even when InfluxDB has nothing from them; '' = ignore it")
@@ -233,9 +225,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    db = Influx(url=args.influx_url, db=args.db, user=os.environ.get("INFLUX_USER"),
-                password=os.environ.get("INFLUX_PASS"), timeout=args.timeout)
-    source = (f"{_ident(args.rp)}." if args.rp else "") + _ident(args.measurement)
+    db = influx.from_args(args)
+    source = influx.target(args.rp, args.measurement)
     registry = Registry()
     path = state_path(args.state_file)
     if path:

@@ -27,7 +27,6 @@ The ingest faults come first because they hold day and night and are the cause b
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any, Callable
 
 from tigo_execd import lineproto
 from tigo_execd.cli import EX_USAGE, add_log_level
+from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
 
@@ -109,14 +109,6 @@ class Facts:
         return None if last is None else (self.now_ns - last) / NS_PER_MIN
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _target(rp: str, measurement: str) -> str:
-    return f"{_ident(rp)}.{_ident(measurement)}" if rp else _ident(measurement)
-
-
 def _utc(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="seconds")
 
@@ -131,8 +123,8 @@ class Check:
     def __init__(self, s: Settings, now_ns: int) -> None:
         self.s = s
         self.now_ns = now_ns
-        self.target = _target(s.rp, s.measurement)
-        self.ingest_target = _target(s.rp, s.ingest_measurement)
+        self.target = influx.target(s.rp, s.measurement)
+        self.ingest_target = influx.target(s.rp, s.ingest_measurement)
         self.facts = Facts(now_ns)
 
     def _window(self, minutes: float, future: bool = False) -> str:
@@ -173,7 +165,7 @@ class Check:
     def _nodes(self) -> list[Node]:
         """Newest report per (gateway, node) within the inventory window."""
         series = self._query(
-            f"SELECT last({_ident(POWER_FIELD)}) AS {_ident(POWER_FIELD)}, \"barcode\" "
+            f"SELECT last({influx.ident(POWER_FIELD)}) AS {influx.ident(POWER_FIELD)}, \"barcode\" "
             f"FROM {self.target} WHERE {self._window(self.s.inventory_days * 1440)} "
             f'GROUP BY "gateway_id", "node_id"')
         nodes = []
@@ -201,7 +193,7 @@ class Check:
         return int(series[0]["values"][0][0]) if series else None
 
     def _future_last_ns(self) -> int | None:
-        series = self._query(f"SELECT last({_ident(POWER_FIELD)}) FROM {self.target} "
+        series = self._query(f"SELECT last({influx.ident(POWER_FIELD)}) FROM {self.target} "
                              f"WHERE {self._window(self.s.inventory_days * 1440, future=True)}")
         return int(series[0]["values"][0][0]) if series else None
 
@@ -441,12 +433,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "INFLUX_USER / INFLUX_PASS.")
     p.add_argument("--once", action="store_true",
                    help="run one check, print a summary, exit 0 OK / 1 WARN / 2 CRIT")
-    p.add_argument("--influx-url", default="http://127.0.0.1:8086",
-                   help="InfluxDB 1.x base URL (default: http://127.0.0.1:8086)")
-    p.add_argument("--db", default="bms", help="database (default: bms)")
-    p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
-    p.add_argument("--measurement", default="tigo_power_report",
-                   help="measurement of the power reports (default: tigo_power_report)")
+    influx.add_arguments(p)
     p.add_argument("--ingest-measurement", default="tigo_ingest",
                    help="measurement of tigo-execd run's self-metrics (default: tigo_ingest)")
     p.add_argument("--latitude", type=_optional_float,
@@ -465,8 +452,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="optimizers seen in this many days are expected to report (default: 7)")
     p.add_argument("--ingest-window-min", type=_positive, default=10.0, metavar="MIN",
                    help="window of tigo_ingest self-metrics looked at (default: 10)")
-    p.add_argument("--timeout", type=_positive, default=10.0, metavar="S",
-                   help="HTTP timeout per InfluxDB query in seconds (default: 10)")
     p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
@@ -477,9 +462,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise ValueError("--latitude and --longitude go together")
     if args.latitude is not None and not (-90 <= args.latitude <= 90 and -180 <= args.longitude <= 180):
         raise ValueError("--latitude must be within -90..90 and --longitude within -180..180")
-    influx = Influx(args.influx_url, args.db, os.environ.get("INFLUX_USER") or None,
-                    os.environ.get("INFLUX_PASS") or None, timeout=args.timeout)
-    return Settings(influx, args.rp, args.measurement, args.ingest_measurement, args.latitude,
+    if args.timeout <= 0:
+        raise ValueError("--timeout must be a positive number of seconds")
+    return Settings(influx.from_args(args), args.rp, args.measurement, args.ingest_measurement, args.latitude,
                     args.longitude, args.max_lag_min, args.day_lag_min, args.node_silence_min,
                     args.day_elevation, args.inventory_days, args.ingest_window_min)
 
