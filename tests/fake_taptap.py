@@ -5,7 +5,8 @@ Covers: the `observe` CLI of upstream and fork (`--serial PORT`, `--tcp HOST [--
 extra `--reconnect-*`/`--state-file` options are accepted and ignored), usage errors (exit 2), a source
 that cannot be opened (exit 2, env_logger-style ERROR on stderr), line-buffered compact JSON on stdout,
 env_logger stderr lines (`[ts LEVEL target] msg`), the normal "missing slot clock" error after start,
-a TCP peer closing (exit 0, upstream), a read error (exit 1), and a panic (exit 101, Rust's message).
+a TCP peer closing (exit 0, upstream; with the fork's `--reconnect-delay S` it reconnects after S
+seconds instead), a read error (exit 1), and a panic (exit 101, Rust's message).
 Not covered: decoding real bus bytes. The "bus" carries taptap JSON lines instead: every complete
 line read from the serial port or TCP connection is printed as taptap would print that report.
 
@@ -124,6 +125,11 @@ def main() -> None:
         except OSError as exc:  # e.g. the serial adapter unplugged
             log("ERROR", "taptap", f"read error: {exc}")
             sys.exit(1)
+        if not data and "reconnect-delay" in opts and "tcp" in opts:  # the fork: reconnect
+            log("WARN", "taptap", "source closed; reconnecting")
+            time.sleep(float(opts["reconnect-delay"]))
+            source, buf = open_source(opts), b""
+            continue
         if not data:
             log("INFO", "taptap", "source closed")
             sys.exit(0)

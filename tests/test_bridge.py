@@ -430,6 +430,20 @@ def test_replay_at_bus_speed_and_at_max(tmp_path):
     run_async(scenario())
 
 
+def test_replay_ends_with_the_fork_which_reconnects_instead_of_exiting(tmp_path):
+    async def scenario():
+        path = capture(tmp_path, 1)
+        async with run_bridge(tmp_path, "--replay", str(path), "--replay-speed", "max",
+                              "--taptap-arg=--reconnect-delay", "--taptap-arg=0.1") as run:
+            assert await run.finish(15) == 0
+        assert len(run.reports()) == 10
+        assert b"source closed; reconnecting" in run.err  # it did come back, and was stopped
+        [(pid, _)] = taptap_starts(tmp_path)
+        assert not pid_alive(pid)
+
+    run_async(scenario())
+
+
 def test_record_then_replay_gives_the_same_output(tmp_path):
     async def scenario():
         pty = Pty()
