@@ -7,7 +7,8 @@ tigo-execd depends on:
   Option names are checked per plugin against tests/data/telegraf-plugin-options.json; an unknown
   one stops start-up, as Telegraf does. `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
   `${VAR:?err}`, `${VAR?err}` are substituted inside TOML string values only (1.38+); an unset
-  `${VAR}` without default stays as written. Durations: Go forms ("10s", "1m30s") or integer seconds.
+  `${VAR}` without default stays as written (these two rules come from tigo_execd.doctor, which
+  applies them on users' machines). Durations: Go forms ("10s", "1m30s") or integer seconds.
 - inputs.execd: plain exec of `command` (PATH lookup, Telegraf's environment plus `environment`,
   same cwd, no new process group); a failing first spawn is a start-up error. stdin stays open;
   `signal = "STDIN"` writes one `\\n` per gather (first one about one interval after start),
@@ -34,8 +35,8 @@ tigo-execd depends on:
 - `--test` / `--test-wait N` (one immediate gather, wait, stop, print `> line` with tags and fields
   sorted, outputs unused), `--once` (the same but written to the outputs), `--input-filter`.
 
-Simplified: only the plugins in the options file exist (inputs.execd, outputs.influxdb,
-outputs.mqtt; others are rejected as not emulated), and of their options only those named above
+Simplified: only inputs.execd, outputs.influxdb and outputs.mqtt exist (any other plugin is
+rejected as not emulated), and of their options only those named above
 act; any other known option is refused as "not emulated" rather than silently ignored (except a few
 without effect here: alias, log_level, buffer_size, user_agent, content_encoding). Agent options
 other than interval, flush_interval, metric_batch_size, metric_buffer_limit, hostname and
@@ -225,9 +226,9 @@ def _load_file(path: Path, env: Mapping[str, str], known: Mapping[str, list[str]
 
 def config_plugin(kind: str, table: dict[str, Any], source: str, known: Mapping[str, list[str]],
                   config: Config) -> None:
-    if kind not in known:
+    bad = unknown_options(kind, table, known) if kind in known else []
+    if kind not in EMULATED:
         raise ConfigError(f"{source}: plugin {kind} is not emulated by the harness")
-    bad = unknown_options(kind, table, known)
     if bad:
         raise ConfigError(f"error loading config file {source}: plugin {kind}: configuration specified "
                           f"the fields {json.dumps(bad)}, but they were not used. This is either a "
@@ -646,11 +647,14 @@ class Output:
             self.log("W", self.name, f"Metric buffer overflow; {self.dropped} metrics have been dropped")
             self.dropped = 0
         while self.buffer:
-            batch = list(self.buffer)[: self.batch_size]
+            batch = [self.buffer.popleft() for _ in range(min(self.batch_size, len(self.buffer)))]
             if not await self.write(batch):
+                # Back to the front; what arrived meanwhile may have filled the buffer: then the
+                # oldest are the ones dropped, as always.
+                keep = batch[max(0, len(batch) - (self.buffer.maxlen - len(self.buffer))):]
+                self.dropped += len(batch) - len(keep)
+                self.buffer.extendleft(reversed(keep))
                 return
-            for _ in batch:
-                self.buffer.popleft()
             self.written += len(batch)
 
     async def run(self, stopping: asyncio.Event) -> None:
