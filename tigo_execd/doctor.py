@@ -192,7 +192,7 @@ class Setup:
         for _, doc, _ in self.confs:
             for kind, table in plugins(doc or {}):
                 command = [str(a) for a in table.get("command", [])]
-                if kind == "inputs.execd" and "run" in command[1:2] and "--source" in command:
+                if kind == "inputs.execd" and "run" in command[1:2] and "--source" in command[:-1]:
                     self.source = self.source or command[command.index("--source") + 1]
                 passes = table.get("namepass", [MEASUREMENT])
                 if kind == "outputs.influxdb" and MEASUREMENT in passes and not self.influx:
