@@ -36,6 +36,7 @@ from tigo_execd.bridge import parse_host_port
 from tigo_execd.cli import add_log_level
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.ingest import parse_source_spec
+from tigo_execd.ports import BY_ID, by_id_links, processes_with, read_text
 
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
 TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
@@ -323,17 +324,8 @@ def _under_telegraf(pid: str) -> bool:
 
 def _holders(device: str) -> list[str]:
     """Processes outside the telegraf service that have the device open (all, when run as root)."""
-    real = os.path.realpath(device)
-    found = []
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        pid = fd_dir.parent.name
-        try:
-            if any(os.path.realpath(fd) == real for fd in fd_dir.iterdir()) \
-                    and not _under_telegraf(pid):
-                found.append(f"{(fd_dir.parent / 'comm').read_text().strip()} (pid {pid})")
-        except OSError:
-            continue
-    return found
+    return [f"{read_text(Path(f'/proc/{pid}/comm'))} (pid {pid})"
+            for pid in processes_with(os.path.realpath(device)) if not _under_telegraf(str(pid))]
 
 
 def serial_port(source: str | None) -> str | None:
@@ -370,8 +362,7 @@ def check_source(source: str | None, user: ServiceUser | None, timeout: float) -
     try:
         st = os.stat(port)
     except OSError:
-        by_id = sorted(str(p) for p in Path("/dev/serial/by-id").glob("*")) \
-            if Path("/dev/serial/by-id").is_dir() else []
+        by_id = [f"/{BY_ID}/{name}" for name in by_id_links()]
         return fail("source", f"{port} does not exist",
                     "plug in the RS-485 adapter and set TIGO_SOURCE to one of: "
                     + (", ".join(by_id) if by_id else "(none found in /dev/serial/by-id/)"))
