@@ -93,6 +93,8 @@ class Run:
         await asyncio.wait_for(self.proc.wait(), timeout)
         await asyncio.gather(*self.readers)
         assert all(l.startswith(PREFIXES) for l in self.err.decode().splitlines()), self.err
+        assert all(l.startswith(("tigo_power_report,", "tigo_ingest,"))
+                   for l in self.out.decode().splitlines()), self.out  # clean line protocol
         assert b"Traceback" not in self.err
         return self.proc.returncode
 
@@ -196,7 +198,7 @@ def test_unplug_and_replug_under_a_by_id_name_loses_nothing_and_keeps_taptap(tmp
             assert len(taptap_starts(tmp_path)) == 1  # taptap never noticed
             await run.stop()
         assert len(run.reports()) == 10  # every byte sent while connected, once
-        assert run.err.count(b"not found;") == 1  # each transition logged once, repeats at debug
+        assert run.err.count(b"W! serial port") == 1  # each transition logged once, repeats at debug
 
     run_async(scenario())
 
@@ -251,6 +253,13 @@ def test_busy_port_names_the_holder_and_fuser(tmp_path):
             assert f"see `fuser -v {pty.path}`".encode() in run.err
             os.close(holder)
             await run.wait_err(b"open: relaying", timeout=15)
+            # now the bridge holds the port, for the kernel too (TIOCEXCL, as taptap does): any
+            # other opener without CAP_SYS_ADMIN is refused
+            other = await asyncio.create_subprocess_exec(
+                "setpriv", "--bounding-set=-sys_admin", sys.executable, "-c", f"open({pty.path!r})",
+                stderr=asyncio.subprocess.PIPE)
+            _, err = await other.communicate()
+            assert other.returncode == 1 and f"[Errno {errno.EBUSY}]".encode() in err
             pty.write(BUS)
             await run.wait_reports(10)
             await run.stop()

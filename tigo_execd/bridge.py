@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import fcntl
 import os
 import re
 import socket
 import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -65,6 +67,9 @@ class SerialFeed(_StreamFeed):
 
         reader, self._writer = await serial_asyncio.open_serial_connection(
             url=self.port, baudrate=38400, bytesize=8, parity="N", stopbits=1, exclusive=True)
+        # exclusive=True is an advisory flock; TIOCEXCL (what taptap itself sets) also makes the
+        # kernel refuse other openers, so a stray taptap cannot steal half of the bytes
+        fcntl.ioctl(self._writer.transport.serial.fileno(), termios.TIOCEXCL)
         return reader
 
     def explain(self, exc: OSError) -> tuple[str, str]:
