@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import fnmatch
 import json
 import math
 import os
@@ -89,7 +90,8 @@ EMULATED = {
                      "data_format", "interval", "name_override", "name_prefix", "name_suffix",
                      "tags", "namepass", "namedrop"},
     "outputs.influxdb": {"urls", "database", "retention_policy", "username", "password", "timeout",
-                         "skip_database_creation", "namepass", "namedrop", "flush_interval",
+                         "skip_database_creation", "namepass", "namedrop", "tagexclude",
+                         "flush_interval",
                          "metric_batch_size", "metric_buffer_limit"},
     "outputs.mqtt": {"servers", "topic", "qos", "retain", "username", "password", "client_id",
                      "keep_alive", "protocol", "data_format", "json_timestamp_units",
@@ -629,6 +631,10 @@ class Output:
     def add(self, metric: Metric) -> None:
         if not passes(self.opts, metric.name):
             return
+        if "tagexclude" in self.opts:  # Filter.Modify: drop tags whose key matches a glob
+            tags = {k: v for k, v in metric.tags.items()
+                    if not any(fnmatch.fnmatchcase(k, p) for p in self.opts["tagexclude"])}
+            metric = Metric(metric.name, tags, metric.fields, metric.ts_ns)
         if len(self.buffer) == self.buffer.maxlen:
             self.dropped += 1
         self.buffer.append(metric)
