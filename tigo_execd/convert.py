@@ -73,7 +73,7 @@ def _num(value: object) -> float | None:
 # A complete report in one format operation. Computed values have fixed decimals (power_w 0.001 W,
 # current_out_a 0.0001 A): exact, no float noise, and cheaper than round() + repr().
 _LINE = ("%s current_in_a=%s,current_out_a=%.4f,duty_cycle=%s,power_w=%.3f,rssi=%di,"
-         "temperature_c=%s,voltage_in_v=%s,voltage_out_v=%s %d\n")
+         "temperature_c=%s,voltage_in_v=%s,voltage_out_v=%s %s\n")
 
 
 class _TextCache(dict):
@@ -122,7 +122,7 @@ class Converter:
         self.counters = Counters()
         self._tags: dict[tuple[int, int], str] = {}
         self._tags_generation = -1
-        self._times: dict[str, int] = {}
+        self._times: dict[str, str] = {}
 
     def convert(self, raw: bytes) -> str | None:
         """One taptap stdout line (without its newline) -> one line of line protocol, or None."""
@@ -235,10 +235,11 @@ class Converter:
                                          valid_barcode(node.get("barcode")))
         return gateway, node_id
 
-    def _timestamp(self, text: object) -> int:
+    def _timestamp(self, text: object) -> str:
+        """The report's time as line protocol text (cached: a 20 s cycle shares one timestamp)."""
         if type(text) is not str:
             raise ValueError("a report without a timestamp")
-        ns = parse_timestamp(text) + self.time_shift_ns
+        ns = str(parse_timestamp(text) + self.time_shift_ns)
         if len(self._times) > 512:
             self._times.clear()
         self._times[text] = ns

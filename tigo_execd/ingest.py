@@ -146,7 +146,7 @@ class Ingest:
         return 0
 
     async def _pump(self) -> None:
-        convert = self.converter.convert
+        convert = self.converter.convert_lines
         async for chunk in self.source.chunks():
             lines = (self._partial + chunk).split(b"\n")
             self._partial = lines.pop()
@@ -154,16 +154,14 @@ class Ingest:
                 lines[0], self._discarding = b"", False
             if len(self._partial) > MAX_LINE:
                 self._drop_long_line()
-            out = [text for line in lines if (text := convert(line))]
+            out = convert(lines)
             if out:
-                self.out.write("".join(out).encode())
+                self.out.write(out.encode())
                 await self.out.drain()
             if self.out.closed.is_set():
                 return
         if self._partial and not self._discarding:
-            text = convert(self._partial)
-            if text:
-                self.out.write(text.encode())
+            self.out.write(convert([self._partial]).encode())
 
     def _drop_long_line(self) -> None:
         self.converter.counters.lines_read += 1
