@@ -76,21 +76,20 @@ _LINE = ("%s current_in_a=%s,current_out_a=%.4f,duty_cycle=%s,power_w=%.3f,rssi=
          "temperature_c=%s,voltage_in_v=%s,voltage_out_v=%s %s\n")
 
 
-class _TextCache(dict):
-    """Shortest round-trip text of measured values (their decimals as taptap printed them).
+# Shortest round-trip text of measured values (their decimals as taptap printed them). Measured
+# values are 12-bit readings scaled, so a few thousand distinct values recur all day: a plain dict
+# (the fastest lookup CPython has) saves most of the formatting time of a line.
+_TEXT: dict[float, str] = {}
+_TEXT_MAX = 50_000
 
-    Measured values are 12-bit readings scaled, so a few thousand distinct values recur all day:
-    caching their text saves most of the formatting time of a line.
-    """
 
-    def __missing__(self, value: float) -> str:
+def _text(value: float) -> str:
+    text = _TEXT.get(value)
+    if text is None:
         text = repr(value)
-        if len(self) < 50_000:
-            self[value] = text
-        return text
-
-
-_TEXT = _TextCache()
+        if len(_TEXT) < _TEXT_MAX:
+            _TEXT[value] = text
+    return text
 
 
 def _snippet(raw: bytes) -> str:
@@ -123,6 +122,7 @@ class Converter:
         self._tags: dict[tuple[int, int], str] = {}
         self._tags_generation = -1
         self._times: dict[str, str] = {}
+        self._blank = 0
 
     def convert(self, raw: bytes) -> str | None:
         """One taptap stdout line (without its newline) -> one line of line protocol, or None."""
@@ -137,19 +137,14 @@ class Converter:
         """
         out: list[str] = []
         append, loads, times, tags_cache, text = out.append, orjson.loads, self._times, self._tags, _TEXT
-        registry = self.registry
-        read = reports = 0
+        self._check_registry()
         for raw in lines:
             if not raw:
                 continue
-            read += 1
             if raw[0] != 123:  # "{"
                 raw = raw.strip()
-                if not raw:
-                    read -= 1
-                    continue
-                if raw[0] not in b"{[":
-                    self._skipped(f"skipped a line that is not taptap JSON: {_snippet(raw)}", "noise")
+                if not raw or raw[0] not in b"{[":
+                    self._noise(raw)
                     continue
             try:
                 obj = loads(raw)
@@ -159,59 +154,85 @@ class Converter:
             if type(obj) is not dict:
                 self._invalid("JSON that is not an object", raw)
                 continue
-            get = obj.get
-            event = get("event_type")
-            if event == "power_report":
-                gateway, node = get("gateway"), get("node")
-            elif event is None:
-                gateway, node = self._upstream_identity(obj)
-            elif event == "infrastructure_report":
-                self._infrastructure(obj)
-                continue
-            else:
-                self._skipped(f"skipped taptap event of unknown type {str(event)[:40]!r}", "event")
-                continue
+            event = obj.get("event_type")
+            try:
+                if event == "power_report":
+                    gateway, node = obj["gateway"], obj["node"]
+                elif event is None:  # upstream: nested objects, identities inline when known
+                    gw, nd = obj["gateway"], obj["node"]
+                    gateway, node = gw["id"], nd["id"]
+                    if len(gw) > 1 or len(nd) > 1:
+                        self._learn_upstream(gw, nd, gateway, node)
+                elif event == "infrastructure_report":
+                    self._infrastructure(obj)
+                    continue
+                else:
+                    self._skipped(f"skipped taptap event of unknown type {str(event)[:40]!r}",
+                                  "event")
+                    continue
+            except (KeyError, TypeError, IndexError):  # ids missing, or not where they belong
+                gateway = node = None
             if type(gateway) is not int or type(node) is not int:
                 self._invalid("a report without valid gateway/node ids", raw)
                 continue
-            if self._tags_generation != registry.generation:
-                tags_cache.clear()
-                self._tags_generation = registry.generation
             tags = tags_cache.get((gateway, node))
             if tags is None:
                 tags = self._new_node(gateway, node)
                 if tags is None:
                     self._invalid("a report with gateway/node ids out of range", raw)
                     continue
-            ts_text = get("timestamp")
-            ns = times.get(ts_text) if type(ts_text) is str else None
-            if ns is None:
+            try:
+                ts_text, vin, vout, cur = (obj["timestamp"], obj["voltage_in"], obj["voltage_out"],
+                                           obj["current"])
+                duty, temp, rssi = obj["dc_dc_duty_cycle"], obj["temperature"], obj["rssi"]
+                ns = times[ts_text]
+            except (KeyError, TypeError):  # a value or the timestamp missing, or a new timestamp
+                self._report_slowly(obj, tags, raw, append)
+                continue
+            if (type(vin) is type(vout) is type(cur) is type(duty) is type(temp) is float
+                    and type(rssi) is int and vout and (power := vin * cur) < 1e15):
                 try:
-                    ns = self._timestamp(ts_text)
-                except ValueError as exc:
-                    self._invalid(str(exc), raw)
-                    continue
-            vin, vout, cur = get("voltage_in"), get("voltage_out"), get("current")
-            duty, temp, rssi = get("dc_dc_duty_cycle"), get("temperature"), get("rssi")
-            if (type(vin) is float and type(vout) is float and type(cur) is float and vout
-                    and type(duty) is float and type(temp) is float and type(rssi) is int
-                    and vin * cur < 1e15):
-                power = vin * cur
-                append(_LINE % (tags, text[cur], power / vout, text[duty], power, rssi, text[temp],
-                                text[vin], text[vout], ns))
+                    append(_LINE % (tags, text[cur], power / vout, text[duty], power, rssi,
+                                    text[temp], text[vin], text[vout], ns))
+                except KeyError:  # a value not seen before
+                    append(_LINE % (tags, _text(cur), power / vout, _text(duty), power, rssi,
+                                    _text(temp), _text(vin), _text(vout), ns))
             else:
-                fields = self._fields(vin, vout, cur, duty, temp, rssi)
-                if not fields:
-                    self._invalid("a report without any usable value", raw)
-                    continue
-                append(f"{tags} {fields} {ns}\n")
-            reports += 1
+                self._report_slowly(obj, tags, raw, append)
         c = self.counters
-        c.lines_read += read
-        if reports:
-            c.reports += reports
+        c.lines_read += len(lines) - lines.count(b"") - self._blank
+        self._blank = 0
+        if out:
+            c.reports += len(out)
             c.last_report_monotonic = time.monotonic()
         return "".join(out)
+
+    def _report_slowly(self, obj: dict, tags: str, raw: bytes, append) -> None:  # type: ignore[no-untyped-def]
+        """A report that is not complete and plain: its timestamp parsed, each value on its own."""
+        try:
+            ns = self._timestamp(obj.get("timestamp"))
+        except ValueError as exc:
+            self._invalid(str(exc), raw)
+            return
+        get = obj.get
+        fields = self._fields(get("voltage_in"), get("voltage_out"), get("current"),
+                              get("dc_dc_duty_cycle"), get("temperature"), get("rssi"))
+        if not fields:
+            self._invalid("a report without any usable value", raw)
+            return
+        append(f"{tags} {fields} {ns}\n")
+
+    def _check_registry(self) -> None:
+        """Forget cached tag strings when the registry learnt something (names, identities)."""
+        if self._tags_generation != self.registry.generation:
+            self._tags.clear()
+            self._tags_generation = self.registry.generation
+
+    def _noise(self, raw: bytes) -> None:
+        if not raw:  # whitespace only: not a line at all
+            self._blank += 1
+            return
+        self._skipped(f"skipped a line that is not taptap JSON: {_snippet(raw)}", "noise")
 
     def _new_node(self, gateway: int, node: int) -> str | None:
         """Tag string of a node not in the cache (None for ids out of range), noting it as seen."""
@@ -221,19 +242,16 @@ class Converter:
         tags = self._tags[(gateway, node)] = self._tag_string(gateway, node)
         return tags
 
-    def _upstream_identity(self, obj: dict) -> tuple[object, object]:
-        """Ids of an upstream report, learning the addresses and barcode it carries."""
-        gw, node = obj.get("gateway"), obj.get("node")
-        if type(gw) is not dict or type(node) is not dict:
-            return None, None
-        gateway, node_id = gw.get("id"), node.get("id")
-        if type(gateway) is int and type(node_id) is int:
-            if "address" in gw:
-                self.registry.learn_gateway(gateway, address_hex(gw["address"]))
-            if "address" in node or "barcode" in node:
-                self.registry.learn_node(gateway, node_id, address_hex(node.get("address")),
-                                         valid_barcode(node.get("barcode")))
-        return gateway, node_id
+    def _learn_upstream(self, gw: dict, node: dict, gateway: object, node_id: object) -> None:
+        """The addresses and barcode an upstream report carries go to the registry."""
+        if type(gateway) is not int or type(node_id) is not int:
+            return
+        if "address" in gw:
+            self.registry.learn_gateway(gateway, address_hex(gw["address"]))
+        if "address" in node or "barcode" in node:
+            self.registry.learn_node(gateway, node_id, address_hex(node.get("address")),
+                                     valid_barcode(node.get("barcode")))
+        self._check_registry()
 
     def _timestamp(self, text: object) -> str:
         """The report's time as line protocol text (cached: a 20 s cycle shares one timestamp)."""
@@ -255,23 +273,23 @@ class Converter:
             power = None
         parts = []
         if cur is not None:
-            parts.append(f"current_in_a={_TEXT[cur]}")
+            parts.append(f"current_in_a={_text(cur)}")
         if power is not None and vout:
             out = power / vout
             if math.isfinite(out):
                 parts.append(f"current_out_a={out:.4f}")
         if duty is not None:
-            parts.append(f"duty_cycle={_TEXT[duty]}")
+            parts.append(f"duty_cycle={_text(duty)}")
         if power is not None:
             parts.append(f"power_w={power:.3f}")
         if type(rssi) is int or (type(rssi) is float and rssi.is_integer()):
             parts.append(f"rssi={int(rssi)}i")
         if temp is not None:
-            parts.append(f"temperature_c={_TEXT[temp]}")
+            parts.append(f"temperature_c={_text(temp)}")
         if vin is not None:
-            parts.append(f"voltage_in_v={_TEXT[vin]}")
+            parts.append(f"voltage_in_v={_text(vin)}")
         if vout is not None:
-            parts.append(f"voltage_out_v={_TEXT[vout]}")
+            parts.append(f"voltage_out_v={_text(vout)}")
         return ",".join(parts)
 
     def _tag_string(self, gateway: int, node: int) -> str:
@@ -297,6 +315,7 @@ class Converter:
                 if node is not None and type(info) is dict:
                     self.registry.learn_node(gw, node, address_hex(info.get("address")),
                                              valid_barcode(info.get("barcode")))
+        self._check_registry()
 
     def _invalid(self, why: str, raw: bytes) -> None:
         self.counters.lines_invalid += 1

@@ -75,7 +75,7 @@ def latency(samples: int) -> list[float]:
     fifo = tmp / "taptap.fifo"
     os.mkfifo(fifo)
     argv = [sys.executable, "-m", "tigo_execd", "run", "--taptap-cmd", f"cat {fifo}",
-            "--stats-interval", "0"]
+            "--stats-interval", "0", "--state-file", ""]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = []
@@ -100,18 +100,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-samples", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each, best taken")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
         make_events(path, args.events)
-        floor_s, floor_rss, _ = min(timed([sys.executable, "-c", FLOOR], path) for _ in range(3))
-        conv = [timed([sys.executable, "-m", "tigo_execd", "run", "--jsonl", str(path),
-                       "--stats-interval", "0"]) for _ in range(3)]
+        floor, conv = [], []
+        for _ in range(args.rounds):  # interleaved, so both see the same machine
+            floor.append(timed([sys.executable, "-c", FLOOR], path))
+            conv.append(timed([sys.executable, "-m", "tigo_execd", "run", "--jsonl", str(path),
+                               "--stats-interval", "0", "--state-file", ""]))
+        floor_s, floor_rss, _ = min(floor)
         conv_s, _, size = min(conv)
         conv_rss = max(r for _, r, _ in conv)
     lat = latency(args.latency_samples)
     n = args.events
-    print(f"events:            {n}")
+    print(f"events:             {n} (best of {args.rounds} interleaved runs each)")
     print(f"floor (read+loads): {n / floor_s:10.0f} events/s  ({floor_s:.2f} s, peak RSS {floor_rss:.1f} MB)")
     print(f"tigo-execd run:     {n / conv_s:10.0f} events/s  ({conv_s:.2f} s, {size / 1e6:.1f} MB out)")
     print(f"ratio:              {floor_s / conv_s:.2f}x of the floor (required >= 0.25x)")
