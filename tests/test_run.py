@@ -192,8 +192,9 @@ def test_source_spec_selects_the_source(tmp_path):
     assert len(child.stdout_lines()) == 10
 
 
-def test_demo_is_a_day_ending_now():
-    child = run("--demo", "--stats-interval", "0")
+def test_demo_is_a_day_ending_now(tmp_path):
+    state = tmp_path / "xdg"
+    child = run("--demo", "--stats-interval", "0", env={"XDG_STATE_HOME": str(state)})
     assert child.finish(60) == 0
     lines = child.stdout_lines()
     assert len(lines) > 50_000
@@ -205,3 +206,4 @@ def test_demo_is_a_day_ending_now():
              for l in lines}
     assert len(nodes) >= 20 and len({n[0] for n in nodes}) == 3
     assert sum("barcode=" in l for l in lines) > 10_000
+    assert not state.exists()  # its made-up optimizers never enter the user's node registry

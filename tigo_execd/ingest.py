@@ -14,6 +14,7 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 
 from tigo_execd import bridge, lineproto
 from tigo_execd.cli import add_log_level
@@ -88,6 +89,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         log.error(f"cannot open {exc.filename}: {exc.strerror}")
         return EX_NOINPUT
+    if args.demo and args.state_file is None:
+        args.state_file = Path("")  # the demo's made-up optimizers stay out of the real registry
     identity = Identity.from_args(args)
     converter = Converter(args.measurement, identity.registry, time_shift_ns=source.time_shift_ns)
     source.watch_reports(lambda: converter.counters.reports)
