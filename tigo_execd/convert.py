@@ -319,7 +319,9 @@ class Converter:
 
     def _invalid(self, why: str, raw: bytes) -> None:
         self.counters.lines_invalid += 1
-        log.warn(f"rejected a taptap line: {why}: {_snippet(raw)}", key="invalid:" + why[:24])
+        # the kind without the quoted input: hostile text must not make every line a new kind
+        log.warn(f"rejected a taptap line: {why}: {_snippet(raw)}",
+                 key="invalid:" + why.split("'", 1)[0][:24])
 
     def _skipped(self, why: str, kind: str) -> None:
         self.counters.lines_skipped += 1

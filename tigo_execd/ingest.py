@@ -167,9 +167,10 @@ class Ingest:
             self.out.write(convert([self._partial]).encode())
 
     def _drop_long_line(self) -> None:
-        self.converter.counters.lines_read += 1
-        self.converter.counters.lines_invalid += 1
-        log.warn(f"rejected a taptap line longer than {MAX_LINE} bytes", key="long-line")
+        if not self._discarding:  # a long line arrives in many chunks: count it once
+            self.converter.counters.lines_read += 1
+            self.converter.counters.lines_invalid += 1
+            log.warn(f"rejected a taptap line longer than {MAX_LINE} bytes", key="long-line")
         self._partial, self._discarding = b"", True
 
     async def _watch_stdin(self) -> None:
