@@ -398,7 +398,7 @@ def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Check]:
         return [fail("influxdb", str(exc), "start it (sudo systemctl start influxdb) or set "
                      "INFLUX_URL in /etc/default/telegraf"),
                 skip("influxdb auth", "not checked"), skip("influxdb database", "not checked")]
-    out = [ok("influxdb", f"{url} answers")]
+    out = [ok("influxdb", f"{client.url} answers")]  # the URL without any user:password@
     try:
         series = client.query("SHOW DATABASES")
     except InfluxAuthFailed as exc:

@@ -1,6 +1,8 @@
 """A small InfluxDB 1.x HTTP client (stdlib only) for the commands that read back what was written.
 
-Credentials go in a Basic auth header, never in the URL, so they do not show up in logs.
+Credentials go in a Basic auth header, never in the URL, so they do not show up in logs. A URL
+that carries them anyway (`http://user:pass@host`) has them moved to the header at once, so no
+message ever quotes them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from tigo_execd.log import log
 
 
 class InfluxError(Exception):
@@ -37,6 +41,15 @@ class Influx:
     user: str | None = None
     password: str | None = None
     timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if "@" in parts.netloc:
+            userinfo, host = parts.netloc.rsplit("@", 1)
+            user, _, password = userinfo.partition(":")
+            self.user = self.user or urllib.parse.unquote(user) or None
+            self.password = self.password or urllib.parse.unquote(password) or None
+            self.url = urllib.parse.urlunsplit(parts._replace(netloc=host))
 
     def _request(self, path: str, params: dict[str, str], body: bytes | None = None) -> bytes:
         url = f"{self.url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
@@ -111,5 +124,8 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
 def from_args(args: argparse.Namespace) -> Influx:
     """A client for the options of add_arguments, with INFLUX_USER / INFLUX_PASS from the
     environment (never from the command line, where every user could read them)."""
+    if "@" in urllib.parse.urlsplit(args.influx_url).netloc:
+        log.warn("--influx-url carries credentials, which every user can read in the process "
+                 "list: set INFLUX_USER and INFLUX_PASS instead (e.g. in /etc/default/telegraf)")
     return Influx(args.influx_url, args.db, os.environ.get("INFLUX_USER") or None,
                   os.environ.get("INFLUX_PASS") or None, timeout=args.timeout)
