@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import os
 import signal
 import tempfile
@@ -82,7 +83,8 @@ def save_state(registry: Registry, path: Path) -> bool:
     """Write the state file atomically (temporary file, fsync, rename): a crash leaves the old one."""
     data = orjson.dumps(registry.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # at most 0755 even under umask 0: in a world-writable directory anyone could swap the file
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -110,7 +112,7 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
     names: Names = {}
     where: dict[str | tuple[int, int], int] = {}
     problems: list[str] = []
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(io.StringIO(text, newline=""))  # a quoted newline stays in its value
     first = True
     for cells in reader:
         n = reader.line_num

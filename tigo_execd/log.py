@@ -3,7 +3,9 @@
 Every line carries a level prefix (`E! `, `W! `, `I! `, `D! `), otherwise Telegraf logs it as an
 error. Messages given a `key` are rate-limited: the first one of a window is printed, the rest are
 counted and the count is reported with the next one, so a bad line per second for hours stays a
-handful of log lines. At most MAX_KEYS kinds are tracked; a flood of ever new kinds shares one.
+handful of log lines. Keys are `family:detail`; at most MAX_KEYS kinds are tracked, beyond that
+new kinds share one window per family, so a flood of ever new kinds (a key made from hostile
+text) neither grows memory nor silences the other families.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ LEVELS = {"error": 0, "warn": 1, "info": 2, "debug": 3}
 PREFIX = {0: "E! ", 1: "W! ", 2: "I! ", 3: "D! "}
 MAX_MESSAGE = 2000  # Telegraf stops reading stderr for good after a 64 KiB line
 MAX_KEYS = 256      # kinds remembered at once: keys built from hostile input must not grow memory
-OVERFLOW_KEY = "other kinds"  # beyond MAX_KEYS, new kinds share this one window
 
 
 class Log:
@@ -41,8 +42,8 @@ class Log:
             now = self.clock()
             if key not in self._seen and len(self._seen) >= MAX_KEYS:
                 self.report_suppressed()  # forget the kinds whose window has passed
-                if len(self._seen) >= MAX_KEYS:
-                    key = OVERFLOW_KEY
+                if len(self._seen) >= MAX_KEYS:  # still full: one window per family of kinds
+                    key = "*" + key.split(":", 1)[0] if ":" in key else "*"
             start, suppressed = self._seen.get(key, (None, 0))
             if start is not None and now - start < self.window:
                 self._seen[key] = (start, suppressed + 1)
