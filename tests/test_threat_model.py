@@ -253,6 +253,29 @@ def test_processes_from_the_shipped_confs_show_no_credentials(
     assert password.encode() not in msg.payload
 
 
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """KEY=VALUE lines of a systemd unit or drop-in (comments and sections left out)."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        key, eq, value = line.strip().partition("=")
+        if eq and not key.startswith(("#", ";", "[")):
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_services_run_as_telegraf_with_dialout_as_the_only_extra_right():
+    """Telegraf's own unit runs as User=telegraf; the shipped drop-in adds group dialout and a state
+    directory, nothing else; the health instance is user telegraf with no way to gain privileges."""
+    drop_in = unit_settings(TELEGRAF / "telegraf-dialout.conf")
+    assert drop_in == {"SupplementaryGroups": ["dialout"], "StateDirectory": ["tigo-execd"]}
+    health = unit_settings(TELEGRAF / "tigo-health.service")
+    assert health["User"] == ["telegraf"] and health["NoNewPrivileges"] == ["true"]
+    assert health["ProtectSystem"] == ["full"] and health["PrivateTmp"] == ["true"]
+    granting = {"Group", "SupplementaryGroups", "AmbientCapabilities", "CapabilityBoundingSet",
+                "PermissionsStartOnly", "SetUID", "SetGID"}
+    assert granting.isdisjoint(health) and "root" not in repr(health).lower()
+
+
 # ---------------------------------------------------------------- the loopback bridge
 
 @contextlib.asynccontextmanager
