@@ -47,16 +47,19 @@ def marker() -> str:
 
 
 @pytest.fixture
-def influx_user(influxd_auth, marker) -> tuple[str, str]:
-    """An InfluxDB user whose password is the marker, and a database with two fresh reports."""
-    admin = influxd_auth.client("bms")
-    name = f"tm{os.getpid()}_{secrets.token_hex(3)}"
+def influx_user(influxd_auth, marker) -> tuple[str, str, str]:
+    """An InfluxDB user whose password is the marker, and a database of its own with two fresh
+    reports: (user, password, database)."""
+    token = secrets.token_hex(4)
+    name, db = f"tm_{token}", f"tm_{token}"
+    admin = influxd_auth.client(db)
     admin.query(f"CREATE USER \"{name}\" WITH PASSWORD '{marker}' WITH ALL PRIVILEGES")
-    admin.query('CREATE DATABASE "bms"')
+    admin.query(f'CREATE DATABASE "{db}"')
     now = time.time_ns()
     admin.write(b"".join(b"tigo_power_report,gateway_id=4609,node_id=%d,src=tigo power_w=200 %d\n"
                          % (node, now - 60_000_000_000) for node in (1, 2)))
-    yield name, marker
+    yield name, marker, db
+    admin.query(f'DROP DATABASE "{db}"')
     admin.query(f'DROP USER "{name}"')
 
 
@@ -145,11 +148,12 @@ def test_settings_file_is_installed_readable_by_root_and_telegraf_only():
 
 
 def test_watchdog_and_nodes_never_show_the_password(influxd_auth, influx_user):
-    user, password = influx_user
+    user, password, db = influx_user
     env = no_influx_env()
-    watchdog = tigo_execd_argv("watchdog", "--once", "--log-level", "debug",
+    watchdog = tigo_execd_argv("watchdog", "--once", "--log-level", "debug", "--db", db,
                                "--influx-url", influxd_auth.url)
-    nodes = tigo_execd_argv("nodes", "--log-level", "debug", "--influx-url", influxd_auth.url)
+    nodes = tigo_execd_argv("nodes", "--log-level", "debug", "--db", db,
+                            "--influx-url", influxd_auth.url)
     right = {**env, "INFLUX_USER": user, "INFLUX_PASS": password}
     wrong = {**env, "INFLUX_USER": user, "INFLUX_PASS": password + "x"}
     results = {
@@ -159,10 +163,10 @@ def test_watchdog_and_nodes_never_show_the_password(influxd_auth, influx_user):
         "nodes wrong": (run_cmd(nodes, wrong), 77, "E! InfluxDB at"),
         # the password in the URL, against the advice: used, warned about, never quoted
         "watchdog url": (run_cmd(tigo_execd_argv(
-            "watchdog", "--once", "--influx-url",
+            "watchdog", "--once", "--db", db, "--influx-url",
             influxd_auth.url.replace("://", f"://{user}:{password}@")), env), 0, "OK healthy"),
         "nodes url": (run_cmd(tigo_execd_argv(
-            "nodes", "--influx-url", influxd_auth.url.replace("://", f"://{user}:{password}x@")),
+            "nodes", "--db", db, "--influx-url", influxd_auth.url.replace("://", f"://{user}:{password}x@")),
             env), 77, "refused the credentials"),
     }
     for what, (r, code, expected) in results.items():
@@ -173,7 +177,7 @@ def test_watchdog_and_nodes_never_show_the_password(influxd_auth, influx_user):
 
 
 def test_doctor_never_shows_the_passwords(tmp_path, influxd_auth, influx_user, mosquitto):
-    user, password = influx_user
+    user, password, db = influx_user
     mqtt_password = password + "mqtt"
     (tmp_path / "telegraf.d").mkdir()
     shutil.copy(TELEGRAF / "tigo.conf", tmp_path / "telegraf.d")
@@ -184,7 +188,7 @@ def test_doctor_never_shows_the_passwords(tmp_path, influxd_auth, influx_user, m
                            "--unit-dir", str(tmp_path), "--user", "root", "--timeout", "2")
     for influx_password in (password, password + "x"):
         (tmp_path / "default").write_text(
-            f"TIGO_SOURCE=jsonl:{SAMPLE}\nINFLUX_URL={influxd_auth.url}\nINFLUX_DB=bms\n"
+            f"TIGO_SOURCE=jsonl:{SAMPLE}\nINFLUX_URL={influxd_auth.url}\nINFLUX_DB={db}\n"
             f"INFLUX_USER={user}\nINFLUX_PASS={influx_password}\n"
             f"MQTT_SERVER=tcp://127.0.0.1:{mosquitto.port}\nMQTT_USER=u\nMQTT_PASS={mqtt_password}\n")
         r = run_cmd(argv, no_influx_env())
@@ -200,7 +204,7 @@ def test_processes_from_the_shipped_confs_show_no_credentials(
     command line, log line or MQTT payload shows either."""
     import paho.mqtt.subscribe as subscribe
 
-    user, password = influx_user
+    user, password, _ = influx_user
     etc = tmp_path / "etc"
     (etc / "telegraf.d").mkdir(parents=True)
     (etc / "telegraf.conf").write_text('[agent]\n  flush_interval = "200ms"\n')
