@@ -97,6 +97,7 @@ class Result:
     pids: list[int] = field(default_factory=list)   # tigo-execd's: one unless Telegraf restarted it
     samples: list[Sample] = field(default_factory=list)
     stats: dict = field(default_factory=dict)       # tigo-execd's last tigo_ingest line
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, over the run
     problems: list[str] = field(default_factory=list)  # E!/W! lines other than the faults' own
 
     @property
@@ -216,6 +217,15 @@ def schedule(plan: Plan) -> list[tuple[int, str]]:
     return [(step * (i + 1), kind) for i, kind in enumerate(kinds)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_sample(pid: int) -> tuple[int, int, int]:
     """(VmRSS in kB, open fds, child processes) of a process, from /proc."""
     rss = 0
@@ -237,8 +247,9 @@ class Soak:
     """One soak run: the harness, tigo-execd under it, the adapter, the writer and the sampler."""
 
     def __init__(self, plan: Plan, influx_url: str, db: str, workdir: Path,
-                 progress=None) -> None:  # type: ignore[no-untyped-def]
+                 progress=None, influxd_pid: int | None = None) -> None:  # type: ignore[no-untyped-def]
         self.plan = plan
+        self.influxd_pid = influxd_pid
         self.result = Result(plan)
         self.influx = Influx(influx_url, db, timeout=60)
         self.workdir = workdir
@@ -271,8 +282,7 @@ class Soak:
         shutil.copy(ROOT / "telegraf" / "tigo.conf", etc / "telegraf.d" / "tigo.conf")
         env = {"PATH": f"{bindir}:{os.environ['PATH']}", "TIGO_EXECD": str(bindir / "tigo-execd"),
                "TIGO_SOURCE": str(self.adapter.link), "INFLUX_URL": influx_url, "INFLUX_DB": db,
-               "STATE_DIRECTORY": str(self.workdir / "state"),
-               "FAKE_TAPTAP_STARTS": str(self.workdir / "taptap-starts")}
+               "STATE_DIRECTORY": str(self.workdir / "state")}
         config = th.load_config(etc / "telegraf.conf", etc / "telegraf.d", env)
         harness = th.Harness(config, self.log, on_metric=self._received)
         harness.collected = Discard()
@@ -301,12 +311,14 @@ class Soak:
             await self.harness.start()
             r.pids.append(self.harness.inputs[0].proc.pid)
             await self.log.wait(f"{self.adapter.link} open: relaying", 1)
+            await self.log.wait("started taptap", 1)
             sampler = asyncio.create_task(self._sample())
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), self._cpu()
             await self._write_all()
             await self._until(lambda: self.result.received >= r.sent, "Telegraf to receive all")
             await self._until_stored()
             r.seconds = time.monotonic() - t0
+            r.cpu = {k: v - cpu0.get(k, 0.0) + r.cpu.get(k, 0.0) for k, v in self._cpu().items()}
             sampler.cancel()
             await self._sample_once()
         finally:
@@ -317,10 +329,11 @@ class Soak:
         r.stats = await asyncio.to_thread(self._last_stats)
         pids = {p for p in self.harness.inputs[0].pids}
         r.pids = sorted(pids)
-        fault_lines = ("taptap exited with code -9", f"lost {self.adapter.link}",
-                       f"serial port {self.adapter.link} not found", "Process ", "Restarting in")
+        expected = ("taptap exited with code -9", f"lost {self.adapter.link}",  # the faults made
+                    f"serial port {self.adapter.link} not found",
+                    "the host clock is not synchronised")  # containers and CI run no NTP daemon
         r.problems = [f"{x.level}! {x.message}" for x in self.log.records
-                      if x.level in "EW" and not any(f in x.message for f in fault_lines)]
+                      if x.level in "EW" and not any(f in x.message for f in expected)]
         return r
 
     async def _write_all(self) -> None:
@@ -399,12 +412,26 @@ class Soak:
         await self._until(lambda: self.result.received >= self.result.sent, "taptap to catch up")
 
     def _taptap_pid(self) -> int:
-        return int((self.workdir / "taptap-starts").read_text().splitlines()[-1].split()[0])
+        """The running taptap's, from the Supervisor's last `started taptap (pid N)` line."""
+        started = self.log.find(contains="started taptap (pid ")[-1].message
+        return int(started.split("(pid ", 1)[1].split(")", 1)[0])
+
+    def _cpu(self) -> dict[str, float]:
+        times = os.times()
+        cpu = {"this script (Telegraf harness, bus writer)": times.user + times.system,
+               "tigo-execd": cpu_seconds(self.harness.inputs[0].proc.pid),
+               "fake taptap": cpu_seconds(self._taptap_pid())}
+        if self.influxd_pid:
+            cpu["influxd"] = cpu_seconds(self.influxd_pid)
+        return cpu
 
     async def _kill(self) -> None:
         await self._quiesce()
         exits = self.log.count("taptap exited with code -9")
-        os.kill(self._taptap_pid(), signal.SIGKILL)
+        pid = self._taptap_pid()
+        # the killed taptap's CPU is lost with it: count it now (its first start: from 0)
+        self.result.cpu["fake taptap"] = self.result.cpu.get("fake taptap", 0.0) + cpu_seconds(pid)
+        os.kill(pid, signal.SIGKILL)
         await self.log.wait("taptap exited with code -9", exits + 1)
         self.result.kills += 1
         self.progress(f"killed taptap #{self.result.kills} at {self.result.sent} reports")
@@ -462,12 +489,17 @@ def report(r: Result) -> str:
                                          "bus_bytes", "bus_bytes_dropped", "lines_invalid")))
     lines.append(f"RSS first third max {first:.1f} MB, last third max {last:.1f} MB: "
                  f"{'flat' if flat else 'GROWING'} (tolerance 3 MB)")
+    if r.cpu and r.seconds:
+        lines.append("CPU over the run: " + ", ".join(
+            f"{name} {sec:.0f} s ({100 * sec / r.seconds:.0f}%)"
+            for name, sec in sorted(r.cpu.items(), key=lambda kv: -kv[1])) +
+            f"; {os.cpu_count()} CPUs")
     lines.append(f"fds {min(s.fds for s in r.samples)}..{max(s.fds for s in r.samples)}, "
                  f"children {min(s.children for s in r.samples)}..{max(s.children for s in r.samples)}")
     lines.append("")
     lines.append("  reports sent | RSS MB | fds | children")
     t0 = r.samples[0].t
-    step = max(1, len(r.samples) // 25)
+    step = -(-len(r.samples) // 20)
     for s in r.samples[::step] + ([r.samples[-1]] if (len(r.samples) - 1) % step else []):
         lines.append(f"  {s.sent:>12} | {s.rss_kb / 1024:6.1f} | {s.fds:>3} | {s.children:>8}"
                      f"   (t={s.t - t0:5.0f} s)")
@@ -477,9 +509,10 @@ def report(r: Result) -> str:
     return "\n".join(lines)
 
 
-async def soak(plan: Plan, influx_url: str, db: str, progress=None) -> Result:  # type: ignore[no-untyped-def]
+async def soak(plan: Plan, influx_url: str, db: str, progress=None,  # type: ignore[no-untyped-def]
+               influxd_pid: int | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="tigo-soak-") as workdir:
-        return await Soak(plan, influx_url, db, Path(workdir), progress).run()
+        return await Soak(plan, influx_url, db, Path(workdir), progress, influxd_pid).run()
 
 
 def main() -> int:
@@ -500,7 +533,8 @@ def main() -> int:
         server.raw_query('CREATE DATABASE "soak"')
         result = asyncio.run(soak(plan, server.url, "soak",
                                   lambda text: print(f"[{time.monotonic() - t0:6.1f} s] {text}",
-                                                     file=sys.stderr, flush=True)))
+                                                     file=sys.stderr, flush=True),
+                                  server.proc.pid))
     print(report(result))
     return 0 if result.exact and result.rss_flat()[0] else 1
 
