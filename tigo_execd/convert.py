@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from tigo_execd import lineproto
+from tigo_execd.clock import ImplausibleTime, TimeCheck
 from tigo_execd.log import log
 from tigo_execd.registry import Registry, address_hex, valid_barcode
 
@@ -106,6 +107,7 @@ class Counters:
     lines_skipped: int = 0
     lines_invalid: int = 0
     infrastructure_reports: int = 0
+    reports_clock_rejected: int = 0  # reports not written: dated implausibly (clock.py)
     last_report_monotonic: float | None = None
     nodes: set[tuple[int, int]] = field(default_factory=set)
 
@@ -211,6 +213,8 @@ class Converter:
         """A report that is not complete and plain: its timestamp parsed, each value on its own."""
         try:
             ns = self._timestamp(obj.get("timestamp"))
+        except ImplausibleTime:  # counted and logged as such
+            return
         except ValueError as exc:
             self._invalid(str(exc), raw)
             return
@@ -253,15 +257,32 @@ class Converter:
                                      valid_barcode(node.get("barcode")))
         self._check_registry()
 
+    time_check: TimeCheck | None = None  # set by `run` for sources dated by this host's clock
+
     def _timestamp(self, text: object) -> str:
-        """The report's time as line protocol text (cached: a 20 s cycle shares one timestamp)."""
+        """The report's time as line protocol text (cached: a 20 s cycle shares one timestamp).
+
+        With a time check, an implausible time raises ImplausibleTime and is never cached, so
+        each report carrying it is judged again and writing resumes with the first sane one.
+        A cached time was plausible when first seen; only a step of the host clock can change
+        that verdict (the floor is fixed). A step is noticed at the next new time (within one
+        20 s cycle) and empties the cache, so every time is judged again against the new clock;
+        until then only reports of the cycle in progress, dated before the step, hit the cache.
+        """
         if type(text) is not str:
             raise ValueError("a report without a timestamp")
-        ns = str(parse_timestamp(text) + self.time_shift_ns)
+        ns = parse_timestamp(text) + self.time_shift_ns
+        check = self.time_check
+        if check is not None:
+            if check.stepped():
+                self._times.clear()
+            if not check.plausible(ns):
+                self.counters.reports_clock_rejected += 1
+                raise ImplausibleTime(text)
         if len(self._times) > 512:
             self._times.clear()
-        self._times[text] = ns
-        return ns
+        text_ns = self._times[text] = str(ns)
+        return text_ns
 
     @staticmethod
     def _fields(vin: object, vout: object, cur: object, duty: object, temp: object,

@@ -18,15 +18,17 @@ from pathlib import Path
 
 from tigo_execd import bridge, lineproto
 from tigo_execd.cli import add_log_level
+from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.identity import Identity, add_arguments as add_identity_arguments
 from tigo_execd.log import log
-from tigo_execd.output import Output, is_pipe
+from tigo_execd.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
 from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
 
 EX_NOINPUT = 66
 MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
-SHUTDOWN_BUDGET = 1.5
+SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held
+EXIT_BUDGET = 2.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measurement for power reports (default: tigo_power_report)")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                    help="seconds between tigo_ingest self-metric lines; 0 = off (default: 60)")
+    p.add_argument("--max-buffer-mb", type=float, default=DEFAULT_MAX_BYTES / MB, metavar="MB",
+                   help="line protocol held while Telegraf does not read stdout; beyond it the "
+                        "oldest reports of a live source are dropped, counted and logged "
+                        f"(default: {DEFAULT_MAX_BYTES / MB:g}, over an hour of 50 optimizers)")
+    p.add_argument("--clock-check", choices=("auto", "on", "off"), default="off",
+                   help="do not write reports dated before this release or >10 min ahead of the "
+                        "host clock, and report the kernel's NTP status; auto = on for sources "
+                        "that taptap dates by this host's clock (all but --jsonl and --demo)")
     add_identity_arguments(p)
     add_log_level(p)
     p.set_defaults(func=main)
@@ -82,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
         lineproto.measurement(args.measurement)
         if args.stats_interval < 0:
             raise ValueError("--stats-interval must be 0 (off) or a positive number of seconds")
+        if not args.max_buffer_mb > 0:
+            raise ValueError("--max-buffer-mb must be a positive number of MiB")
         source = make_source(args)
     except ValueError as exc:
         log.error(str(exc))
@@ -93,20 +105,41 @@ def main(args: argparse.Namespace) -> int:
         args.state_file = Path("")  # the demo's made-up optimizers stay out of the real registry
     identity = Identity.from_args(args)
     converter = Converter(args.measurement, identity.registry, time_shift_ns=source.time_shift_ns)
+    clock = None
+    if args.clock_check == "on" or (args.clock_check == "auto" and dated_here(source)):
+        converter.time_check, clock = TimeCheck(), ClockWatch()
     source.watch_reports(lambda: converter.counters.reports)
-    return asyncio.run(Ingest(source, converter, args.stats_interval, identity).run())
+    output = Output(max_bytes=int(args.max_buffer_mb * MB), drop=not can_wait(source))
+    return asyncio.run(Ingest(source, converter, args.stats_interval, identity, output, clock).run())
+
+
+def dated_here(source: Source) -> bool:
+    """taptap dates these sources' reports by this host's clock now (a file's were dated before)."""
+    return not isinstance(source, (JsonlSource, DemoSource))
+
+
+def can_wait(source: Source) -> bool:
+    """A file (or replay) can be paused while stdout is stalled; a bus or a pipe cannot: stopping
+    to read them would only move the loss to the kernel's buffers, where nobody counts it."""
+    if isinstance(source, bridge.BridgeSource):
+        return isinstance(source.feed, bridge.ReplayFile)
+    if isinstance(source, JsonlSource):
+        return not (source.uses_stdin and is_pipe(0))
+    return isinstance(source, DemoSource)
 
 
 class Ingest:
     """One run of the pipeline: source -> converter -> stdout, with stats and a clean shutdown."""
 
     def __init__(self, source: Source, converter: Converter, stats_interval: float,
-                 identity: Identity | None = None) -> None:
+                 identity: Identity | None = None, output: Output | None = None,
+                 clock: ClockWatch | None = None) -> None:
         self.source = source
         self.identity = identity
         self.converter = converter
         self.stats_interval = stats_interval
-        self.out = Output()
+        self.out = output or Output()
+        self.clock = clock
         self.stop = asyncio.Event()
         self.started = time.monotonic()
         self._partial = b""
@@ -126,9 +159,12 @@ class Ingest:
             tasks.append(asyncio.create_task(self._stats_loop()))
         if self.identity:
             tasks.append(asyncio.create_task(self.identity.run()))
+        if self.clock:
+            tasks.append(asyncio.create_task(self.clock.run()))
         pump = asyncio.create_task(self._pump())
         stop = asyncio.create_task(self.stop.wait())
         await asyncio.wait([pump, stop, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+        stopping = time.monotonic()
         if not pump.done():
             await self.source.stop()
             try:
@@ -141,10 +177,10 @@ class Ingest:
         for task in (*tasks, stop, pump):
             task.cancel()
         if self.stats_interval > 0:
-            self.out.write(self._stats_line())
+            self.out.write(self._stats_line(), report=False)
         if self.identity:
             self.identity.close()
-        await self.out.close()
+        await self.out.close(max(0.1, EXIT_BUDGET - 0.1 - (time.monotonic() - stopping)))
         log.report_suppressed()
         return 0
 
@@ -160,7 +196,7 @@ class Ingest:
             out = convert(lines)
             if out:
                 self.out.write(out.encode())
-                await self.out.drain()
+                await self.out.drain()  # returns at once unless the source can wait
             if self.out.closed.is_set():
                 return
         if self._partial and not self._discarding:
@@ -186,7 +222,7 @@ class Ingest:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self.stats_interval)
-            self.out.write(self._stats_line())
+            self.out.write(self._stats_line(), report=False)
             log.report_suppressed()
 
     def _stats_line(self) -> bytes:
@@ -194,10 +230,15 @@ class Ingest:
         fields: dict[str, lineproto.Field | None] = {
             "lines_read": c.lines_read, "reports": c.reports, "lines_skipped": c.lines_skipped,
             "lines_invalid": c.lines_invalid, "infrastructure_reports": c.infrastructure_reports,
-            "nodes_seen": len(c.nodes),
+            "nodes_seen": len(c.nodes), "reports_dropped": self.out.reports_dropped,
+            "stdout_backlog_bytes": self.out.held_bytes,
             "last_report_age_s": None if c.last_report_monotonic is None
             else round(time.monotonic() - c.last_report_monotonic, 3),
             **self.source.fields(),
         }
+        if self.converter.time_check is not None:
+            fields["reports_clock_rejected"] = c.reports_clock_rejected
+        if self.clock:
+            fields.update(self.clock.fields())
         text = lineproto.line("tigo_ingest", {"source": self.source.name}, fields, time.time_ns())
         return text.encode() if text else b""
