@@ -131,7 +131,8 @@ class Output:
                 self._gone()
                 return
             if inflight:
-                self._inflight = view[n:]
+                # an empty slice would still hold the whole chunk: let go of it
+                self._inflight = view[n:] if n < len(view) else memoryview(b"")
                 if self._inflight:
                     break
                 continue
