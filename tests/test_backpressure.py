@@ -11,6 +11,7 @@ import asyncio
 import fcntl
 import os
 import re
+import selectors
 import threading
 import time
 from pathlib import Path
@@ -50,7 +51,6 @@ def pause_stdout(child: Child) -> None:
 
 
 def resume_stdout(child: Child) -> None:
-    import selectors
     child.sel.register(child.proc.stdout, selectors.EVENT_READ)
 
 
