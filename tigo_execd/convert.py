@@ -192,12 +192,14 @@ class Converter:
                 self._report_slowly(obj, tags, raw, append)
                 continue
             if (type(vin) is type(vout) is type(cur) is type(duty) is type(temp) is float
-                    and type(rssi) is int and vout and (power := vin * cur) < 1e15):
+                    and type(rssi) is int and -2 ** 63 <= rssi < 2 ** 63
+                    and vout and -1e15 < (power := vin * cur) < 1e15
+                    and -1e15 < (amps := power / vout) < 1e15):  # else inf or an int64 overflow
                 try:
-                    append(_LINE % (tags, text[cur], power / vout, text[duty], power, rssi,
+                    append(_LINE % (tags, text[cur], amps, text[duty], power, rssi,
                                     text[temp], text[vin], text[vout], ns))
                 except KeyError:  # a value not seen before
-                    append(_LINE % (tags, _text(cur), power / vout, _text(duty), power, rssi,
+                    append(_LINE % (tags, _text(cur), amps, _text(duty), power, rssi,
                                     _text(temp), _text(vin), _text(vout), ns))
             else:
                 self._report_slowly(obj, tags, raw, append)
@@ -248,8 +250,9 @@ class Converter:
 
     def _learn_upstream(self, gw: dict, node: dict, gateway: object, node_id: object) -> None:
         """The addresses and barcode an upstream report carries go to the registry."""
-        if type(gateway) is not int or type(node_id) is not int:
-            return
+        if type(gateway) is not int or type(node_id) is not int \
+                or not (0 <= gateway <= 65535 and 0 <= node_id <= 65535):
+            return  # a report rejected for its ids teaches nothing (nor the state file)
         if "address" in gw:
             self.registry.learn_gateway(gateway, address_hex(gw["address"]))
         if "address" in node or "barcode" in node:
@@ -303,7 +306,8 @@ class Converter:
             parts.append(f"duty_cycle={_text(duty)}")
         if power is not None:
             parts.append(f"power_w={power:.3f}")
-        if type(rssi) is int or (type(rssi) is float and rssi.is_integer()):
+        if (type(rssi) is int or (type(rssi) is float and rssi.is_integer())) \
+                and -2 ** 63 <= rssi < 2 ** 63:  # InfluxDB rejects the whole line beyond int64
             parts.append(f"rssi={int(rssi)}i")
         if temp is not None:
             parts.append(f"temperature_c={_text(temp)}")
@@ -350,4 +354,5 @@ class Converter:
 
 
 def _int_key(key: str) -> int | None:
-    return int(key) if key.isdigit() and len(key) <= 5 and int(key) <= 65535 else None
+    ok = key.isascii() and key.isdigit() and len(key) <= 5  # int() refuses "²" (a digit too)
+    return int(key) if ok and int(key) <= 65535 else None
