@@ -19,6 +19,7 @@ PREFIXES = ("E! ", "W! ", "I! ", "D! ")
 
 
 def taptap_cmd(*args: str) -> str:
+    """The fake taptap replays the 2024/2025 samples: run it with `--clock-check off`."""
     return " ".join([*FAKE_TAPTAP, "observe", "--serial", "/dev/null", *args])
 
 
@@ -56,7 +57,7 @@ def test_jsonl_from_stdin_pipe_is_the_data():
 def test_a_report_is_written_at_once_while_taptap_keeps_running(tmp_path):
     lines = tmp_path / "one.jsonl"
     lines.write_bytes((DATA / "taptap-upstream.jsonl").read_bytes().splitlines(True)[0])
-    child = run("--taptap-cmd", taptap_cmd(), "--stats-interval", "0",
+    child = run("--taptap-cmd", taptap_cmd(), "--stats-interval", "0", "--clock-check", "off",
                 env={"FAKE_TAPTAP_LINES": str(lines), "FAKE_TAPTAP_THEN": "sleep"})
     try:
         child.wait_stdout(b"node_id=116", timeout=10)
@@ -147,7 +148,7 @@ def test_missing_taptap_says_where_it_looked_and_keeps_running():
 
 
 def test_stats_lines_report_the_supervised_taptap(tmp_path):
-    child = run("--taptap-cmd", taptap_cmd(), "--stats-interval", "0.1",
+    child = run("--taptap-cmd", taptap_cmd(), "--stats-interval", "0.1", "--clock-check", "off",
                 env={"FAKE_TAPTAP_LINES": str(DATA / "taptap-fork.jsonl"), "FAKE_TAPTAP_THEN": "sleep"})
     try:
         child.wait_for(lambda: b"reports=7i" in child.out and b"taptap_running=1i" in child.out, 10,

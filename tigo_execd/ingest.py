@@ -29,7 +29,7 @@ EX_NOINPUT = 66
 MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
 SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held
 EXIT_BUDGET = 2.0
-CLOCK_CHECK_DEFAULT = "off"  # "auto" once the tests stop replaying 2024 data through live sources
+CLOCK_CHECK_DEFAULT = "auto"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -82,7 +82,9 @@ def latency(samples: int) -> list[float]:
     with fifo.open("wb", buffering=0) as w:
         for i in range(samples):
             line = orjson.dumps({"event_type": "power_report", "gateway": 1, "node": i + 1,
-                                 "timestamp": "2025-06-21T12:00:00.123456Z", "voltage_in": 30.5,
+                                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.123456Z",
+                                                            time.gmtime()),
+                                 "voltage_in": 30.5,
                                  "voltage_out": 30.5, "current": 5.0, "dc_dc_duty_cycle": 1.0,
                                  "temperature": 30.0, "rssi": 120}) + b"\n"
             time.sleep(0.05)  # a slow taptap: one report now and then
