@@ -356,9 +356,9 @@ class Soak:
 
     async def _send(self, count: int) -> None:
         data = self.bus.cycle(count)
-        await self.adapter.write(data)
-        self.result.sent += count
+        self.result.sent += count  # counted as written: they may come out before drain() returns
         self.result.bus_bytes += len(data)
+        await self.adapter.write(data)
 
     async def _room(self, count: int) -> None:
         """Wait until `count` more reports keep the window and half the output buffer free."""
