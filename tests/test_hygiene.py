@@ -17,12 +17,14 @@ import asyncio
 import os
 import signal
 import threading
+import time
 import tty
 from dataclasses import dataclass
 from pathlib import Path
 
 from test_bridge import fake_taptap
 from tigo_execd import bridge, ingest
+from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.identity import Identity
 from tigo_execd.log import log
@@ -30,7 +32,9 @@ from tigo_execd.output import Output
 from tigo_execd.registry import Registry
 from tigo_execd.sources import Source, TaptapSource
 
-REPORT = (b'{"gateway":{"id":4609},"node":{"id":%d},"timestamp":"2026-06-01T12:00:00.%06d+00:00",'
+# dated now, to the second, as taptap dates by the host clock (the clock check judges it)
+REPORT = (b'{"gateway":{"id":4609},"node":{"id":%d},"timestamp":"'
+          + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()).encode() + b'.%06d+00:00",'
           b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
           b'"temperature":26.8,"rssi":132}\n')
 WARM_UP = 5
@@ -62,19 +66,22 @@ def report(n: int) -> bytes:
 
 
 class Pipeline:
-    """`tigo-execd run` in this event loop: its stdout a pipe read here, its reports counted."""
+    """`tigo-execd run` in this event loop, as `run` sets it up for a live source (node registry,
+    clock check, stats); its stdout a pipe (as Telegraf gives) read here, its reports counted."""
 
     def __init__(self, source: Source, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        registry = Registry()
-        self.ingest = ingest.Ingest(source, Converter(registry=registry), stats_interval=0.05,
-                                    identity=Identity(registry, tmp_path / "state.json", None))
+        self.source, self.tmp_path = source, tmp_path
         self.reports = 0
         self.counted = asyncio.Condition()
 
     async def __aenter__(self) -> "Pipeline":
         read_fd, self.write_fd = os.pipe()
-        self.ingest.out = Output(self.write_fd)  # a pipe, as Telegraf gives: the asyncio transport
+        registry = Registry()
+        converter = Converter(registry=registry)
+        converter.time_check = TimeCheck()
+        self.ingest = ingest.Ingest(self.source, converter, stats_interval=0.05,
+                                    identity=Identity(registry, self.tmp_path / "state.json", None),
+                                    output=Output(self.write_fd), clock=ClockWatch())
         loop = asyncio.get_running_loop()
         self.reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self.reader),
