@@ -171,3 +171,16 @@ def test_generic_line_formatting():
                            "none": None}, 17)
     assert text == 'm,a=x\\ y,b=2 s="say \\"hi\\"\\\\ ",i=3i,f=1.5,t=true 17\n'
     assert lineproto.line("m", {}, {"nan": math.inf}) is None
+
+
+def test_a_bus_cycling_through_ids_cannot_grow_memory_without_bound():
+    from tigo_execd.registry import MAX_NODES
+    conv = Converter()
+    lines = [report(gateway=g, node=n) for g in range(3) for n in range(1, 2 * MAX_NODES // 3 + 2)]
+    infra = orjson.dumps({"event_type": "infrastructure_report", "gateways": {},
+                          "nodes": {"9": {str(n): {"address": "04:C0:5B:40:00:A2:34:6F"}
+                                          for n in range(1, MAX_NODES + 10)}}})
+    out = conv.convert_lines([infra, *lines])
+    assert out.count("\n") == len(lines)  # every report is still written
+    assert len(conv._tags) == len(conv.counters.nodes) == MAX_NODES
+    assert len(conv.registry.nodes) <= MAX_NODES

@@ -20,7 +20,7 @@ import orjson
 from tigo_execd import lineproto
 from tigo_execd.clock import ImplausibleTime, TimeCheck
 from tigo_execd.log import log
-from tigo_execd.registry import Registry, address_hex, valid_barcode
+from tigo_execd.registry import MAX_NODES, Registry, address_hex, valid_barcode
 
 NS = 1_000_000_000
 _TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
@@ -244,8 +244,11 @@ class Converter:
         """Tag string of a node not in the cache (None for ids out of range), noting it as seen."""
         if not (0 <= gateway <= 65535 and 0 <= node <= 65535):
             return None
-        self.counters.nodes.add((gateway, node))
-        tags = self._tags[(gateway, node)] = self._tag_string(gateway, node)
+        tags = self._tag_string(gateway, node)
+        if len(self._tags) < MAX_NODES:  # beyond: still written, just not remembered
+            self._tags[(gateway, node)] = tags
+        if len(self.counters.nodes) < MAX_NODES:
+            self.counters.nodes.add((gateway, node))
         return tags
 
     def _learn_upstream(self, gw: dict, node: dict, gateway: object, node_id: object) -> None:

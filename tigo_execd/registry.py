@@ -17,6 +17,10 @@ from typing import Any, Callable
 from tigo_execd.barcode import address_to_barcode, barcode_to_address, is_valid_barcode
 from tigo_execd.log import log
 
+# A CCA serves at most 7 TAPs x 300 optimizers (TAPTAP.md): more distinct ids than this mean a
+# hostile or broken bus, and every per-node table stops growing here.
+MAX_NODES = 4096
+
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _COLON_HEX = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){7}")
 
@@ -76,6 +80,10 @@ class Registry:
 
     def learn_node(self, gateway: int, node: int, address: str | None, barcode: str | None) -> None:
         key = (gateway, node)
+        if key not in self.nodes and len(self.nodes) >= MAX_NODES:
+            log.warn(f"over {MAX_NODES} optimizers known: not learning gateway {gateway} node {node} "
+                     "(no real bus has that many; is something else writing on it?)", key="max-nodes")
+            return
         known = self.nodes.get(key, {})
         if (not address or known.get("node_addr") == address) and \
                 (not barcode or known.get("barcode") == barcode):
