@@ -141,22 +141,12 @@ class Converter:
         append, loads, times, tags_cache, text = out.append, orjson.loads, self._times, self._tags, _TEXT
         self._check_registry()
         for raw in lines:
-            if not raw:
-                continue
-            if raw[0] != 123:  # "{"
-                raw = raw.strip()
-                if not raw or raw[0] not in b"{[":
-                    self._noise(raw)
-                    continue
             try:
                 obj = loads(raw)
-            except orjson.JSONDecodeError as exc:
-                self._invalid(f"not valid JSON ({exc})", raw)
+                event = obj.get("event_type")
+            except (orjson.JSONDecodeError, AttributeError) as exc:  # not a JSON object
+                self._not_an_object(raw, exc)
                 continue
-            if type(obj) is not dict:
-                self._invalid("JSON that is not an object", raw)
-                continue
-            event = obj.get("event_type")
             try:
                 if event == "power_report":
                     gateway, node = obj["gateway"], obj["node"]
@@ -192,7 +182,7 @@ class Converter:
                 self._report_slowly(obj, tags, raw, append)
                 continue
             if (type(vin) is type(vout) is type(cur) is type(duty) is type(temp) is float
-                    and type(rssi) is int and -2 ** 63 <= rssi < 2 ** 63
+                    and type(rssi) is int and rssi < 2 ** 63  # orjson ints: -2**63 .. 2**64-1
                     and vout and -1e15 < (power := vin * cur) < 1e15
                     and -1e15 < (amps := power / vout) < 1e15):  # else inf or an int64 overflow
                 try:
@@ -234,11 +224,17 @@ class Converter:
             self._tags.clear()
             self._tags_generation = self.registry.generation
 
-    def _noise(self, raw: bytes) -> None:
-        if not raw:  # whitespace only: not a line at all
-            self._blank += 1
-            return
-        self._skipped(f"skipped a line that is not taptap JSON: {_snippet(raw)}", "noise")
+    def _not_an_object(self, raw: bytes, exc: Exception) -> None:
+        """Blank lines are no lines, text is noise (taptap's debug output), the rest is invalid."""
+        text = raw.strip()
+        if not text:
+            self._blank += bool(raw)  # empty lines are not counted as read at all
+        elif text[0] not in b"{[":
+            self._skipped(f"skipped a line that is not taptap JSON: {_snippet(text)}", "noise")
+        elif isinstance(exc, orjson.JSONDecodeError):
+            self._invalid(f"not valid JSON ({exc})", text)
+        else:
+            self._invalid("JSON that is not an object", text)
 
     def _new_node(self, gateway: int, node: int) -> str | None:
         """Tag string of a node not in the cache (None for ids out of range), noting it as seen."""
