@@ -13,8 +13,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
+import time
 from decimal import Decimal
+from pathlib import Path
 
 import orjson
 import pytest
@@ -149,28 +152,55 @@ def assert_influx_stores(influx, lines: list[str]) -> None:
     assert stored == expected
 
 
-def assert_run_survives(lines: list[bytes], tmp_path) -> None:
+def assert_run_survives(lines: list[bytes], tmp_path, keep: Path) -> None:
     """Property 1 for the process: `tigo-execd run --jsonl` reads all the lines, exits 0 and writes
     what the converter does in-process, with every line counted in its final tigo_ingest line.
     (Lines near the 64 KiB limit are left out: the pipeline drops those whole, depending on where
-    its reads end.)"""
+    its reads end.) On a failure the input and both outputs are kept in `keep`."""
     lines = [raw for raw in lines if len(raw) < 60_000]
     path = tmp_path / "taptap.jsonl"
     path.write_bytes(b"".join(raw + b"\n" for raw in lines))
     proc = subprocess.run(tigo_execd_argv("run", "--jsonl", str(path), "--stats-interval", "3600",
                                           "--state-file", str(tmp_path / "state.json")),
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    out = proc.stdout.decode().split("\n")[:-1]
+    stats = [parse_line(line).fields for line in out if line.startswith("tigo_ingest,")]
+    written = [line for line in out if not line.startswith("tigo_ingest,")]
+    conv = Converter()
+    expected = conv.convert_lines(lines).split("\n")[:-1]
+    names = ("lines_read", "reports", "lines_skipped", "lines_invalid", "infrastructure_reports")
+    ok = (proc.returncode == 0 and b"Traceback" not in proc.stderr and len(stats) == 1
+          and [stats[0][k] for k in names] == list(counts(conv)[:5]) and written == expected)
+    if not ok:
+        keep.mkdir(exist_ok=True)
+        shutil.copy(path, keep / "input.jsonl")
+        (keep / "stdout.txt").write_bytes(proc.stdout)
+        (keep / "stderr.txt").write_bytes(proc.stderr)
+        (keep / "expected.txt").write_text("".join(line + "\n" for line in expected))
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     assert b"Traceback" not in proc.stderr
-    out = proc.stdout.decode()
-    stats = [line for line in out.split("\n") if line.startswith("tigo_ingest,")]
-    conv = Converter()
-    expected = conv.convert_lines(lines)
-    assert out.replace("".join(line + "\n" for line in stats), "") == expected
     assert len(stats) == 1
-    fields = parse_line(stats[0]).fields
-    assert [fields[k] for k in ("lines_read", "reports", "lines_skipped", "lines_invalid",
-                                "infrastructure_reports")] == list(counts(conv)[:5])
+    assert {k: stats[0][k] for k in names} == dict(zip(names, counts(conv)))
+    assert written == expected, f"input and outputs kept in {keep}"
+
+
+class Tally:
+    """What one fuzz test went through: its output lines (for InfluxDB) and the figures the README
+    quotes (printed; `pytest -s` shows them)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.examples, self.lines = name, 0, 0
+        self.written: list[str] = []
+        self.started = time.monotonic()
+
+    def add(self, lines: int, written: list[str]) -> None:
+        self.examples += 1
+        self.lines += lines
+        self.written.extend(written)
+
+    def show(self) -> None:
+        print(f"\nfuzz {self.name}: {self.examples} examples, {self.lines} lines in, "
+              f"{len(self.written)} lines out, {time.monotonic() - self.started:.1f} s")
 
 
 # ---------------------------------------------------------------- properties 1, 2, 4, 5
@@ -181,33 +211,36 @@ REPORT = (b'{"event_type":"power_report","gateway":1,"node":2,"timestamp":"2026-
 
 
 def test_arbitrary_bytes(influx_db):
-    written: list[str] = []
+    tally = Tally("bytes")
 
     @fuzz("bytes")
     @given(st.lists(fs.arbitrary_bytes, min_size=1, max_size=8), st.booleans())
     def run(chunks, clock_check):
-        written.extend(convert_checked(fs.split_lines(chunks), clock_check)[1])
+        lines = fs.split_lines(chunks)
+        tally.add(len(lines), convert_checked(lines, clock_check)[1])
 
     run()
-    assert_influx_stores(influx_db, written)
+    assert_influx_stores(influx_db, tally.written)
+    tally.show()
 
 
 def test_arbitrary_json(influx_db):
-    written: list[str] = []
+    tally = Tally("json")
 
     @fuzz("json")
     @given(st.lists(st.tuples(fs.any_json | fs.hostile_report(), st.booleans()), min_size=1,
                     max_size=6), st.booleans())
     def run(objs, clock_check):
         lines = [fs.dumps(obj, ascii_only) for obj, ascii_only in objs]
-        written.extend(convert_checked(lines, clock_check)[1])
+        tally.add(len(lines), convert_checked(lines, clock_check)[1])
 
     run()
-    assert_influx_stores(influx_db, written)
+    assert_influx_stores(influx_db, tally.written)
+    tally.show()
 
 
-def test_hostile_taptap_lines(influx_db, tmp_path):
-    written: list[str] = []
+def test_hostile_taptap_lines(influx_db, tmp_path, output_dir):
+    tally = Tally("taptap")
     corpus: list[bytes] = []  # the examples' lines, for one run of the real process
     corpus_bytes = 0
 
@@ -228,15 +261,17 @@ def test_hostile_taptap_lines(influx_db, tmp_path):
              clock_check=False)
     @given(lines=fs.taptap_chunks(), clock_check=st.booleans())
     def run(lines, clock_check):
-        written.extend(convert_checked(lines, clock_check)[1])
+        tally.add(len(lines), convert_checked(lines, clock_check)[1])
         nonlocal corpus_bytes
         if corpus_bytes < CORPUS_BYTES:
             corpus.extend(lines)
             corpus_bytes += sum(map(len, lines))
 
     run()
-    assert_influx_stores(influx_db, written)
-    assert_run_survives(corpus, tmp_path)
+    assert_influx_stores(influx_db, tally.written)
+    assert_run_survives(corpus, tmp_path, output_dir / "fuzz-run")
+    tally.show()
+    print(f"fuzz taptap: {len(corpus)} lines ({corpus_bytes >> 20} MB) through tigo-execd run")
 
 
 # ---------------------------------------------------------------- property 3: never dropped
@@ -256,7 +291,7 @@ def assert_values(m: Metric, values: dict) -> None:
 
 
 def test_valid_report_is_never_dropped(influx_db):
-    written: list[str] = []
+    tally = Tally("valid")
 
     @fuzz("valid")
     @given(fs.valid_reports(), st.booleans())
@@ -268,15 +303,16 @@ def test_valid_report_is_never_dropped(influx_db):
         assert m.tags == v.tags
         assert m.ts_ns == v.ns
         assert_values(m, v.values)
-        written.extend(out)
+        tally.add(len(v.lines), out)
 
     run()
-    assert_influx_stores(influx_db, written)
+    assert_influx_stores(influx_db, tally.written)
+    tally.show()
 
 
 def test_every_timestamp_influxdb_can_store_is_kept_exactly(influx_db):
     """Any precision (0-9 digits), any offset, `T`/`t`/space, `Z`/`z`, 1677 to 2262."""
-    written: list[str] = []
+    tally = Tally("timestamps")
 
     @fuzz("timestamps")
     @example(stamp=fs.Stamp("1677-09-21T00:12:43.145224194Z", TS_MIN))
@@ -288,10 +324,11 @@ def test_every_timestamp_influxdb_can_store_is_kept_exactly(influx_db):
                          "timestamp": stamp.text, "rssi": 7})
         _, out = convert_checked([line, line])  # the first sight parses, the second hits the cache
         assert [parse_line(x).ts_ns for x in out] == [stamp.ns] * 2, stamp
-        written.extend(out)
+        tally.add(2, out)
 
     run()
-    assert_influx_stores(influx_db, written)
+    assert_influx_stores(influx_db, tally.written)
+    tally.show()
 
 
 # ---------------------------------------------------------------- property 6: fast == slow
@@ -306,7 +343,9 @@ class CountingConverter(Converter):
         super()._report_slowly(*args)
 
 
-def test_fast_and_slow_paths_agree():
+def test_fast_and_slow_paths_agree(influx_db):
+    tally = Tally("paths")
+
     @fuzz("paths")
     @given(v=fs.valid_reports(noise=False), text=fs.hostile_text)
     def run(v, text):
@@ -314,6 +353,7 @@ def test_fast_and_slow_paths_agree():
         line = fs.dumps(v.obj)
         first = conv.convert(line)    # a new timestamp: the slow path
         second = conv.convert(line)   # the same again: the fast path when every value is usable
+        written = [first, second]
         assert conv.slow == 1 + (not v.values["voltage_out"])
         assert first == second and first is not None
         whole = check_line(first[:-1])
@@ -326,11 +366,15 @@ def test_fast_and_slow_paths_agree():
             for variant, expected in variants:
                 out = conv.convert(fs.dumps({**v.obj, key: variant}))
                 assert out is not None
+                written.append(out)
                 m = check_line(out[:-1])
                 assert (m.tags, m.ts_ns) == (whole.tags, whole.ts_ns)
                 assert m.fields == expected, (key, variant)
                 assert all(type(m.fields[k]) is type(x) for k, x in expected.items())
         read, reports, *others = counts(conv)
         assert read == reports and not any(others)
+        tally.add(read, [line[:-1] for line in written])
 
     run()
+    assert_influx_stores(influx_db, tally.written)
+    tally.show()
