@@ -64,6 +64,15 @@ def output_dir() -> Path:
     return OUTPUT
 
 
+@pytest.fixture(scope="session")
+def tigo_execd_bin(tmp_path_factory) -> Path:
+    """An executable `tigo-execd` that runs this checkout (what the venv's console script does)."""
+    path = tmp_path_factory.mktemp("bin") / "tigo-execd"
+    path.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m tigo_execd "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def tigo_execd_argv(*args: str) -> list[str]:
     """The command line that runs this checkout's tigo-execd."""
     return [sys.executable, "-m", "tigo_execd", *args]

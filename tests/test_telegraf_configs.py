@@ -33,15 +33,6 @@ TELEGRAF_CONFS = [p for p in SHIPPED if p.name != "telegraf-dialout.conf"]  # th
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
-@pytest.fixture(scope="session")
-def tigo_execd_bin(tmp_path_factory) -> Path:
-    """An executable `tigo-execd` that runs this checkout (what the venv's console script does)."""
-    path = tmp_path_factory.mktemp("bin") / "tigo-execd"
-    path.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m tigo_execd "$@"\n')
-    path.chmod(0o755)
-    return path
-
-
 @pytest.fixture
 def etc(tmp_path) -> Path:
     """/etc/telegraf as the install guide leaves it: a main telegraf.conf and the drop-in."""

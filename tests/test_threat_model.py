@@ -30,7 +30,7 @@ import telegraf_harness as th
 from conftest import ROOT, tigo_execd_argv
 from proc import FAKE_TAPTAP, Child
 from test_bridge import BUS, Pty, run_bridge, taptap_starts
-from test_telegraf_configs import descendants, telegraf_env, tigo_execd_bin  # noqa: F401 (fixture)
+from test_telegraf_configs import descendants, telegraf_env
 from tigo_execd import cli, identity, log as logmod
 from tigo_execd.convert import parse_timestamp
 from tigo_execd.registry import Registry
@@ -202,7 +202,7 @@ def test_doctor_never_shows_the_passwords(tmp_path, influxd_auth, influx_user, m
 
 
 def test_processes_from_the_shipped_confs_show_no_credentials(
-        tmp_path, tigo_execd_bin, influxd_auth, influx_user, mosquitto):  # noqa: F811
+        tmp_path, tigo_execd_bin, influxd_auth, influx_user, mosquitto):
     """Both Telegraf instances as installed, with the secrets in their environment: the data
     instance writes with them (so they are really used), the watchdog gets a wrong password; no
     command line, log line or MQTT payload shows either."""
