@@ -330,7 +330,7 @@ def taptap_lines(draw: st.DrawFn, shared_stamps: tuple[str, ...] = ()) -> bytes:
 
 
 @st.composite
-def taptap_chunks(draw: st.DrawFn, max_size: int = 8) -> list[bytes]:
+def taptap_chunks(draw: st.DrawFn, max_size: int = 6) -> list[bytes]:
     """A chunk of hostile taptap output lines, many of them sharing one or two timestamps (split
     again where inserted bytes put a newline, as the pipeline would)."""
     shared = tuple(draw(st.lists(stamps().map(lambda s: s.text), min_size=1, max_size=2)))

@@ -3,9 +3,10 @@ converter never raises, writes only lines a real InfluxDB 1.x and Telegraf's par
 drops a valid report, and counts every line it does not write.
 
 CI runs a fixed, derandomized number of examples; TIGO_FUZZ_EXAMPLES=N runs about N examples in all
-(shared out in proportion to the CI counts), randomized, without the per-test timeout:
+(shared out in proportion to the CI counts), randomized, without the per-test timeout; -s shows
+the figures of each test (README, section fuzz):
 
-    TIGO_FUZZ_EXAMPLES=200000 python3 -m pytest tests/test_fuzz.py -q
+    TIGO_FUZZ_EXAMPLES=100000 python3 -m pytest tests/test_fuzz.py -q -s 2>/dev/null
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fuzz_strategies as fs
+from conftest import tigo_execd_argv
 from telegraf_harness import parse_line
 from telegraf_mqtt import Metric
-from conftest import tigo_execd_argv
 from tigo_execd.clock import TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.registry import Registry
@@ -47,6 +48,7 @@ DEPENDENT = {"voltage_in": {"voltage_in_v", "power_w", "current_out_a"},
              "dc_dc_duty_cycle": {"duty_cycle"}, "temperature": {"temperature_c"}, "rssi": {"rssi"}}
 TS_MIN, TS_MAX = -9_223_372_036_854_775_806, 9_223_372_036_854_775_806
 PRINTABLE = re.compile(r"[\x21-\x7e ]+")
+WRITE_BYTES = 10 << 20   # per /write
 CORPUS_BYTES = 16 << 20  # of hostile lines for the run of the real process (long runs make more)
 
 # CI example counts per test; TIGO_FUZZ_EXAMPLES scales them to that total.
@@ -135,7 +137,13 @@ def assert_influx_stores(influx, lines: list[str]) -> None:
     # one shard group per ~1900 years: timestamps from 1677 to 2262 must not create 30000 shards
     influx.query(f'CREATE RETENTION POLICY "fuzz" ON "{influx.db}" DURATION INF REPLICATION 1 '
                  f'SHARD DURATION 100000w DEFAULT')
-    influx.write("".join(line + "\n" for line in lines).encode())
+    # one /write (a CI run's lines in one); a long run makes more than InfluxDB's max-body-size
+    # (25 MB) takes, so it writes them in parts of whole lines
+    body, start = "".join(line + "\n" for line in lines).encode(), 0
+    while start < len(body):
+        end = body.rfind(b"\n", start, start + WRITE_BYTES) + 1 or len(body)
+        influx.write(body[start:end])
+        start = end
     expected: dict[tuple, dict] = {}
     for line in lines:  # a later point with the same series and time updates the earlier one
         m = parse_line(line)
@@ -152,11 +160,12 @@ def assert_influx_stores(influx, lines: list[str]) -> None:
     assert stored == expected
 
 
-def assert_run_survives(lines: list[bytes], tmp_path, keep: Path) -> None:
+def assert_run_survives(lines: list[bytes], tmp_path, keep: Path) -> str:
     """Property 1 for the process: `tigo-execd run --jsonl` reads all the lines, exits 0 and writes
     what the converter does in-process, with every line counted in its final tigo_ingest line.
     (Lines near the 64 KiB limit are left out: the pipeline drops those whole, depending on where
-    its reads end.) On a failure the input and both outputs are kept in `keep`."""
+    its reads end.) On a failure the input and both outputs are kept in `keep`. Returns what went
+    through, for the figures."""
     lines = [raw for raw in lines if len(raw) < 60_000]
     path = tmp_path / "taptap.jsonl"
     path.write_bytes(b"".join(raw + b"\n" for raw in lines))
@@ -182,6 +191,7 @@ def assert_run_survives(lines: list[bytes], tmp_path, keep: Path) -> None:
     assert len(stats) == 1
     assert {k: stats[0][k] for k in names} == dict(zip(names, counts(conv)))
     assert written == expected, f"input and outputs kept in {keep}"
+    return f"{len(lines)} lines ({path.stat().st_size / 1e6:.1f} MB)"
 
 
 class Tally:
@@ -269,9 +279,9 @@ def test_hostile_taptap_lines(influx_db, tmp_path, output_dir):
 
     run()
     assert_influx_stores(influx_db, tally.written)
-    assert_run_survives(corpus, tmp_path, output_dir / "fuzz-run")
+    ran = assert_run_survives(corpus, tmp_path, output_dir / "fuzz-run")
     tally.show()
-    print(f"fuzz taptap: {len(corpus)} lines ({corpus_bytes >> 20} MB) through tigo-execd run")
+    print(f"fuzz taptap: {ran} through tigo-execd run")
 
 
 # ---------------------------------------------------------------- property 3: never dropped
