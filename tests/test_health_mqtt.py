@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import sys
 import threading
 import time
 import tomllib
@@ -103,11 +102,9 @@ def test_watchdog_status_reaches_a_late_mqtt_subscriber(influx_db, mosquitto):
     assert message.payload.decode() == telegraf_mqtt.go_json(payload) + "\n"
 
 
-def test_shipped_conf_end_to_end(influx_db, mosquitto, tmp_path):
+def test_shipped_conf_end_to_end(influx_db, mosquitto, tigo_execd_bin):
     """tigo-health.conf unchanged, run by the Telegraf emulation: one gather -> MQTT and InfluxDB."""
-    tigo_execd = tmp_path / "tigo-execd"
-    tigo_execd.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m tigo_execd "$@"\n')
-    tigo_execd.chmod(0o755)
+    tigo_execd = tigo_execd_bin
     now = time.time_ns()
     influx_db.write("".join(fleet(now, {1: 0.5, 2: 1.0}) + ingest_rows("taptap-cmd", now)).encode())
     topic = f"test/{os.getpid()}/tigo/health"
