@@ -30,11 +30,12 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from tigo_execd import lineproto
 from tigo_execd.cli import EX_USAGE, add_log_level
+from tigo_execd.convert import parse_timestamp
 from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
@@ -400,10 +401,10 @@ def summary(verdict: Verdict, facts: Facts) -> str:
 
 
 def _rfc3339_ns(text: str) -> int:
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone offset (add Z or +00:00)")
-    return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)) * 1000
+    try:
+        return parse_timestamp(text)  # the converter's parser: exact, and an offset is required
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (RFC 3339 with Z or an offset)") from None
 
 
 def _optional_float(text: str) -> float | None:
