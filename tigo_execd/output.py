@@ -102,11 +102,14 @@ class Output:
                 pass
         reports, others = self._count_held()
         if reports or others:
-            why = "stdout was closed" if self.closed.is_set() else f"not read within {timeout:.1f} s"
             self._count(reports, others)
-            log.warn(f"exiting with {reports} reports and {others} other lines not written "
-                     f"({why}; reports_dropped={self.reports_dropped})"
-                     + ("" if self.closed.is_set() else f": {HINT}"))
+            if self.closed.is_set():  # the reader left on purpose (`| head`, Telegraf gone): no alarm
+                log.debug(f"exiting with {reports} reports and {others} other lines not written "
+                          f"(stdout was closed; reports_dropped={self.reports_dropped})")
+            else:
+                log.warn(f"exiting with {reports} reports and {others} other lines not written "
+                         f"(not read within {timeout:.1f} s; reports_dropped={self.reports_dropped})"
+                         f": {HINT}")
         self._stop_watching()
 
     def _write_blocking(self, data: bytes) -> None:
