@@ -71,12 +71,6 @@ def _num(value: object) -> float | None:
     return None
 
 
-# A complete report in one format operation. Computed values have fixed decimals (power_w 0.001 W,
-# current_out_a 0.0001 A): exact, no float noise, and cheaper than round() + repr().
-_LINE = ("%s current_in_a=%s,current_out_a=%.4f,duty_cycle=%s,power_w=%.3f,rssi=%di,"
-         "temperature_c=%s,voltage_in_v=%s,voltage_out_v=%s %s\n")
-
-
 # Shortest round-trip text of measured values (their decimals as taptap printed them). Measured
 # values are 12-bit readings scaled, so a few thousand distinct values recur all day: a plain dict
 # (the fastest lookup CPython has) saves most of the formatting time of a line.
@@ -96,6 +90,13 @@ def _text(value: float) -> str:
 def _snippet(raw: bytes) -> str:
     text = raw[:MAX_SNIPPET].decode("utf-8", "replace")
     return text + ("..." if len(raw) > MAX_SNIPPET else "")
+
+
+# orjson hands out one str object per distinct key (its key cache): a lookup with that very object
+# matches by identity, a third cheaper than comparing the text (with other objects it stays right).
+_KEYS = tuple(orjson.loads(b'{"event_type":0,"gateway":0,"node":0,"id":0,"timestamp":0,'
+                           b'"voltage_in":0,"voltage_out":0,"current":0,"dc_dc_duty_cycle":0,'
+                           b'"temperature":0,"rssi":0}'))
 
 
 @dataclass
@@ -121,8 +122,9 @@ class Converter:
         self.registry = registry or Registry()
         self.time_shift_ns = time_shift_ns
         self.counters = Counters()
-        self._tags: dict[tuple[int, int], str] = {}
+        self._tags: dict[int, dict[int, str]] = {}  # gateway -> node -> tags
         self._tags_generation = -1
+        self._taught: dict[tuple[int, int], tuple[dict, dict]] = {}  # upstream identities learnt
         self._times: dict[str, str] = {}
         self._blank = 0
 
@@ -139,20 +141,21 @@ class Converter:
         """
         out: list[str] = []
         append, loads, times, tags_cache, text = out.append, orjson.loads, self._times, self._tags, _TEXT
+        k_event, k_gw, k_node, k_id, k_ts, k_vin, k_vout, k_cur, k_duty, k_temp, k_rssi = _KEYS
         self._check_registry()
         for raw in lines:
             try:
                 obj = loads(raw)
-                event = obj.get("event_type")
+                event = obj.get(k_event)
             except (orjson.JSONDecodeError, AttributeError) as exc:  # not a JSON object
                 self._not_an_object(raw, exc)
                 continue
             try:
                 if event == "power_report":
-                    gateway, node = obj["gateway"], obj["node"]
+                    gateway, node = obj[k_gw], obj[k_node]
                 elif event is None:  # upstream: nested objects, identities inline when known
-                    gw, nd = obj["gateway"], obj["node"]
-                    gateway, node = gw["id"], nd["id"]
+                    gw, nd = obj[k_gw], obj[k_node]
+                    gateway, node = gw[k_id], nd[k_id]
                     if len(gw) > 1 or len(nd) > 1:
                         self._learn_upstream(gw, nd, gateway, node)
                 elif event == "infrastructure_report":
@@ -167,16 +170,16 @@ class Converter:
             if type(gateway) is not int or type(node) is not int:
                 self._invalid("a report without valid gateway/node ids", raw)
                 continue
-            tags = tags_cache.get((gateway, node))
-            if tags is None:
+            try:
+                tags = tags_cache[gateway][node]
+            except KeyError:
                 tags = self._new_node(gateway, node)
                 if tags is None:
                     self._invalid("a report with gateway/node ids out of range", raw)
                     continue
             try:
-                ts_text, vin, vout, cur = (obj["timestamp"], obj["voltage_in"], obj["voltage_out"],
-                                           obj["current"])
-                duty, temp, rssi = obj["dc_dc_duty_cycle"], obj["temperature"], obj["rssi"]
+                ts_text, vin, vout, cur = obj[k_ts], obj[k_vin], obj[k_vout], obj[k_cur]
+                duty, temp, rssi = obj[k_duty], obj[k_temp], obj[k_rssi]
                 ns = times[ts_text]
             except (KeyError, TypeError):  # a value or the timestamp missing, or a new timestamp
                 self._report_slowly(obj, tags, raw, append)
@@ -186,11 +189,15 @@ class Converter:
                     and vout and -1e15 < (power := vin * cur) < 1e15
                     and -1e15 < (amps := power / vout) < 1e15):  # else inf or an int64 overflow
                 try:
-                    append(_LINE % (tags, text[cur], amps, text[duty], power, rssi,
-                                    text[temp], text[vin], text[vout], ns))
+                    t_cur, t_duty, t_temp, t_vin, t_vout = (text[cur], text[duty], text[temp],
+                                                            text[vin], text[vout])
                 except KeyError:  # a value not seen before
-                    append(_LINE % (tags, _text(cur), amps, _text(duty), power, rssi,
-                                    _text(temp), _text(vin), _text(vout), ns))
+                    t_cur, t_duty, t_temp, t_vin, t_vout = map(_text, (cur, duty, temp, vin, vout))
+                # computed values with fixed decimals (power_w 0.001 W, current_out_a 0.0001 A):
+                # exact, no float noise, and cheaper than round() + repr()
+                append(f"{tags} current_in_a={t_cur},current_out_a={amps:.4f},duty_cycle={t_duty},"
+                       f"power_w={power:.3f},rssi={rssi}i,temperature_c={t_temp},"
+                       f"voltage_in_v={t_vin},voltage_out_v={t_vout} {ns}\n")
             else:
                 self._report_slowly(obj, tags, raw, append)
         c = self.counters
@@ -219,9 +226,10 @@ class Converter:
         append(f"{tags} {fields} {ns}\n")
 
     def _check_registry(self) -> None:
-        """Forget cached tag strings when the registry learnt something (names, identities)."""
+        """Forget cached tag strings (and what upstream reports taught) when the registry changed."""
         if self._tags_generation != self.registry.generation:
             self._tags.clear()
+            self._taught.clear()
             self._tags_generation = self.registry.generation
 
     def _not_an_object(self, raw: bytes, exc: Exception) -> None:
@@ -241,10 +249,10 @@ class Converter:
         if not (0 <= gateway <= 65535 and 0 <= node <= 65535):
             return None
         tags = self._tag_string(gateway, node)
-        if len(self._tags) < MAX_NODES:  # beyond: still written, just not remembered
-            self._tags[(gateway, node)] = tags
-        if len(self.counters.nodes) < MAX_NODES:
-            self.counters.nodes.add((gateway, node))
+        seen = self.counters.nodes  # the cached nodes are among them, so both stay <= MAX_NODES
+        if (gateway, node) in seen or len(seen) < MAX_NODES:  # beyond: written, not remembered
+            seen.add((gateway, node))
+            self._tags.setdefault(gateway, {})[node] = tags
         return tags
 
     def _learn_upstream(self, gw: dict, node: dict, gateway: object, node_id: object) -> None:
@@ -252,12 +260,16 @@ class Converter:
         if type(gateway) is not int or type(node_id) is not int \
                 or not (0 <= gateway <= 65535 and 0 <= node_id <= 65535):
             return  # a report rejected for its ids teaches nothing (nor the state file)
+        if self._taught.get((gateway, node_id)) == (gw, node):
+            return  # taptap HEAD repeats a known identity in every report: taught already
         if "address" in gw:
             self.registry.learn_gateway(gateway, address_hex(gw["address"]))
         if "address" in node or "barcode" in node:
             self.registry.learn_node(gateway, node_id, address_hex(node.get("address")),
                                      valid_barcode(node.get("barcode")))
         self._check_registry()
+        if len(self._taught) < MAX_NODES:
+            self._taught[(gateway, node_id)] = (gw, node)
 
     time_check: TimeCheck | None = None  # set by `run` for sources dated by this host's clock
 
