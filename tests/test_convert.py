@@ -140,6 +140,39 @@ def test_extreme_numbers_never_make_inf_or_nan():
     assert "voltage_in_v=1e+300" in out
 
 
+def test_lines_made_of_known_pieces_skip_parsing_and_write_the_same():
+    class Counting(Converter):
+        parsed = 0
+
+        def _parse(self, *args) -> None:  # type: ignore[no-untyped-def]
+            self.parsed += 1
+            super()._parse(*args)
+
+    conv = Counting()
+    a, b = report(voltage_in=30.55, current=4.955), report(node=4, voltage_out=0.0, rssi=99)
+    mixed = b",".join(a.rsplit(b",", 7)[:3] + b.rsplit(b",", 7)[3:])  # a's head, b's current..rssi
+    first = conv.convert_lines([a, b])
+    again = conv.convert_lines([a, b, mixed])
+    assert conv.parsed == 2  # taught by the first two; the rest made of their pieces
+    assert again.startswith(first)
+    assert again == first + Converter().convert_lines([a, b, mixed]).split("\n", 2)[2]
+    assert "node_id=3," in again.split("\n")[2] and "current_out_a" not in again.split("\n")[2]
+
+
+def test_pieces_are_learnt_from_compact_taptap_json_only():
+    # a duplicated member shifts the pieces: "voltage_in":1.0 would pass for a timestamp
+    dup = (b'{"event_type":"power_report","gateway":1,"node":2,"timestamp":"2026-11-27T00:00:0%dZ",'
+           b'"voltage_in":1.0,"voltage_in":2.0,"voltage_out":2.0,"current":1.0,'
+           b'"dc_dc_duty_cycle":1.0,"temperature":20.0,"rssi":100}')
+    spaced = report().replace(b",", b", ")
+    lines = [dup % 1, dup % 2, dup % 1, spaced, spaced]
+    conv = Converter()
+    out = conv.convert_lines(lines).split("\n")
+    assert [line.rsplit(" ", 1)[1] for line in out[:3]] == \
+        ["1795737601000000000", "1795737602000000000", "1795737601000000000"]
+    assert out[3] == out[4] and not conv._heads
+
+
 def test_hostile_barcode_never_becomes_a_tag():
     hostile = 'x y,z=1\n"\\'
     upstream = orjson.dumps({"gateway": {"id": 1}, "node": {"id": 2, "barcode": hostile},
@@ -182,5 +215,6 @@ def test_a_bus_cycling_through_ids_cannot_grow_memory_without_bound():
                                           for n in range(1, MAX_NODES + 10)}}})
     out = conv.convert_lines([infra, *lines])
     assert out.count("\n") == len(lines)  # every report is still written
-    assert sum(map(len, conv._tags.values())) == len(conv.counters.nodes) == MAX_NODES
+    assert len(conv._tags) == len(conv.counters.nodes) == MAX_NODES
+    assert len(conv._heads) <= MAX_NODES
     assert len(conv.registry.nodes) <= MAX_NODES

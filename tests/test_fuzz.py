@@ -53,7 +53,7 @@ CORPUS_BYTES = 16 << 20  # of hostile lines for the run of the real process (lon
 
 # CI example counts per test; TIGO_FUZZ_EXAMPLES scales them to that total.
 CI_EXAMPLES = {"bytes": 500, "json": 300, "taptap": 500, "valid": 800, "timestamps": 400,
-               "paths": 300}
+               "paths": 300, "pieces": 400}
 LONG = int(os.environ.get("TIGO_FUZZ_EXAMPLES", "0") or 0)
 pytestmark = pytest.mark.timeout(0 if LONG else 120)
 
@@ -99,9 +99,9 @@ def counts(conv: Converter) -> tuple[int, ...]:
             c.reports_clock_rejected)
 
 
-def converter(clock_check: bool) -> Converter:
+def converter(clock_check: bool, cls: type[Converter] = Converter) -> Converter:
     """A new converter, with the report-time check of `run --clock-check` on a fake host clock."""
-    conv = Converter()
+    conv = cls()
     if clock_check:
         conv.time_check = TimeCheck(now_ns=lambda: fs.FAKE_NOW, monotonic_ns=lambda: 0)
     return conv
@@ -126,9 +126,26 @@ def convert_checked(lines: list[bytes], clock_check: bool = False) -> tuple[Conv
     single = converter(clock_check)
     assert "".join(single.convert(raw) or "" for raw in lines) == out
     assert counts(single) == counts(conv)
+    # nor do the pieces remembered from plain lines: parsing every line gives the same
+    assert_same_as_parsed(lines, out, conv, clock_check)
     # whatever the bus said, the state file written from the registry loads back whole
     assert Registry().load_json(orjson.loads(orjson.dumps(conv.registry.to_json()))) == 0
     return conv, written
+
+
+class ParsingConverter(Converter):
+    """Remembers no pieces, so it parses every line: the reference for the fast path."""
+
+    def _remember(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def assert_same_as_parsed(lines: list[bytes], out: str, conv: Converter,
+                          clock_check: bool) -> None:
+    """Property 7: remembered pieces change nothing (the fast path writes what parsing writes)."""
+    parsing = converter(clock_check, ParsingConverter)
+    assert parsing.convert_lines(lines) == out, lines
+    assert counts(parsing) == counts(conv)
 
 
 def assert_influx_stores(influx, lines: list[str]) -> None:
@@ -344,13 +361,13 @@ def test_every_timestamp_influxdb_can_store_is_kept_exactly(influx_db):
 # ---------------------------------------------------------------- property 6: fast == slow
 
 class CountingConverter(Converter):
-    """Counts how many reports took the slow path, so the test knows the fast one really ran."""
+    """Counts the lines that were parsed, so the test knows the others took the fast path."""
 
-    slow = 0
+    parsed = 0
 
-    def _report_slowly(self, *args) -> None:  # type: ignore[no-untyped-def]
-        self.slow += 1
-        super()._report_slowly(*args)
+    def _parse(self, *args) -> None:  # type: ignore[no-untyped-def]
+        self.parsed += 1
+        super()._parse(*args)
 
 
 def test_fast_and_slow_paths_agree(influx_db):
@@ -361,10 +378,10 @@ def test_fast_and_slow_paths_agree(influx_db):
     def run(v, text):
         conv = CountingConverter()
         line = fs.dumps(v.obj)
-        first = conv.convert(line)    # a new timestamp: the slow path
-        second = conv.convert(line)   # the same again: the fast path when every value is usable
+        first = conv.convert(line)    # parsed, and its pieces remembered: taptap's lines are plain
+        second = conv.convert(line)   # the same again: made of known pieces, not parsed
         written = [first, second]
-        assert conv.slow == 1 + (not v.values["voltage_out"])
+        assert conv.parsed == 1
         assert first == second and first is not None
         whole = check_line(first[:-1])
         for key, value in v.values.items():
@@ -384,6 +401,40 @@ def test_fast_and_slow_paths_agree(influx_db):
         read, reports, *others = counts(conv)
         assert read == reports and not any(others)
         tally.add(read, [line[:-1] for line in written])
+
+    run()
+    assert_influx_stores(influx_db, tally.written)
+    tally.show()
+
+
+# ---------------------------------------------------------------- property 7: pieces change nothing
+
+def test_lines_made_of_known_pieces_are_written_as_if_parsed(influx_db):
+    """Plain lines teach the converter their pieces (head, timestamp, each value); a line made of
+    known pieces is then written without parsing. Lines recombined from the pieces of several
+    reports, mangled ones and hostile ones must come out exactly as a converter that parses
+    everything writes them, counters included."""
+    tally = Tally("pieces")
+
+    @fuzz("pieces")
+    @given(reports=st.lists(fs.valid_reports(noise=False), min_size=1, max_size=4),
+           data=st.data(), clock_check=st.booleans())
+    def run(reports, data, clock_check):
+        taught = [raw for v in reports for raw in v.lines]
+        parts = [fs.dumps(v.obj).rsplit(b",", 7) for v in reports]
+        mixed = [b",".join(data.draw(st.sampled_from(parts))[i] for i in range(8))
+                 for _ in range(data.draw(st.integers(1, 8)))]
+        odd = [fs.mangled(data.draw, raw) for raw in data.draw(st.lists(st.sampled_from(mixed),
+                                                                        max_size=3))]
+        hostile = data.draw(st.lists(fs.taptap_lines(), max_size=3))
+        lines = taught + data.draw(st.permutations(mixed + odd + hostile)) + taught
+        conv = converter(clock_check)
+        out = conv.convert_lines(lines)
+        assert_same_as_parsed(lines, out, conv, clock_check)
+        written = out.split("\n")[:-1]
+        for line in written:
+            check_line(line)
+        tally.add(len(lines), written)
 
     run()
     assert_influx_stores(influx_db, tally.written)

@@ -71,32 +71,21 @@ def _num(value: object) -> float | None:
     return None
 
 
-# Shortest round-trip text of measured values (their decimals as taptap printed them). Measured
-# values are 12-bit readings scaled, so a few thousand distinct values recur all day: a plain dict
-# (the fastest lookup CPython has) saves most of the formatting time of a line.
-_TEXT: dict[float, str] = {}
-_TEXT_MAX = 50_000
-
-
-def _text(value: float) -> str:
-    text = _TEXT.get(value)
-    if text is None:
-        text = repr(value)
-        if len(_TEXT) < _TEXT_MAX:
-            _TEXT[value] = text
-    return text
+# taptap (serde) prints compact JSON with its keys in a fixed order: a power report is a head (ids,
+# and upstream's identities) followed by these seven members, none of which can hold a comma.
+_TAIL = ("timestamp", "voltage_in", "voltage_out", "current", "dc_dc_duty_cycle", "temperature",
+         "rssi")
+_PLAIN_KEYS = (("event_type", "gateway", "node", *_TAIL), ("gateway", "node", *_TAIL))
+_FIELD_OF = {"voltage_in": "voltage_in_v", "voltage_out": "voltage_out_v",
+             "current": "current_in_a", "dc_dc_duty_cycle": "duty_cycle",
+             "temperature": "temperature_c", "rssi": "rssi"}
+PIECES_MAX = 4096  # distinct pieces remembered per member: measured values are 12-bit readings
+VALUE_MAX = 1e6    # |voltage|, |current| of a remembered piece: power and current_out stay finite
 
 
 def _snippet(raw: bytes) -> str:
     text = raw[:MAX_SNIPPET].decode("utf-8", "replace")
     return text + ("..." if len(raw) > MAX_SNIPPET else "")
-
-
-# orjson hands out one str object per distinct key (its key cache): a lookup with that very object
-# matches by identity, a third cheaper than comparing the text (with other objects it stays right).
-_KEYS = tuple(orjson.loads(b'{"event_type":0,"gateway":0,"node":0,"id":0,"timestamp":0,'
-                           b'"voltage_in":0,"voltage_out":0,"current":0,"dc_dc_duty_cycle":0,'
-                           b'"temperature":0,"rssi":0}'))
 
 
 @dataclass
@@ -122,10 +111,13 @@ class Converter:
         self.registry = registry or Registry()
         self.time_shift_ns = time_shift_ns
         self.counters = Counters()
-        self._tags: dict[int, dict[int, str]] = {}  # gateway -> node -> tags
+        self._tags: dict[tuple[int, int], str] = {}
         self._tags_generation = -1
-        self._taught: dict[tuple[int, int], tuple[dict, dict]] = {}  # upstream identities learnt
-        self._times: dict[str, str] = {}
+        self._times: dict[str | bytes, str] = {}  # timestamp text, and its piece -> ns text
+        # Pieces of lines converted before (see convert_lines): heads -> tags; each value member
+        # of the tail -> (value, its field as written)
+        self._heads: dict[bytes, str] = {}
+        self._values: tuple[dict[bytes, tuple[float, str]], ...] = tuple({} for _ in _TAIL[1:])
         self._blank = 0
 
     def convert(self, raw: bytes) -> str | None:
@@ -135,71 +127,31 @@ class Converter:
     def convert_lines(self, lines: list[bytes]) -> str:
         """taptap stdout lines -> their line protocol, concatenated.
 
-        The hot path, so it keeps everything in locals and writes a complete report (every value
-        present, as taptap prints them) with a single format operation; anything else goes through
-        `_fields`, which handles missing and odd values one by one.
+        The hot path. A day of taptap output is made of few distinct pieces: a head per optimizer,
+        a timestamp per 20 s cycle, a few thousand measured values. A line whose head and tail
+        members all come from lines that `_parse` converted and found plain is converted by
+        dictionary lookups alone, without parsing it again; any other line is parsed.
         """
         out: list[str] = []
-        append, loads, times, tags_cache, text = out.append, orjson.loads, self._times, self._tags, _TEXT
-        k_event, k_gw, k_node, k_id, k_ts, k_vin, k_vout, k_cur, k_duty, k_temp, k_rssi = _KEYS
+        append, heads, times = out.append, self._heads, self._times
+        vins, vouts, curs, duties, temps, rssis = self._values
         self._check_registry()
         for raw in lines:
             try:
-                obj = loads(raw)
-                event = obj.get(k_event)
-            except (orjson.JSONDecodeError, AttributeError) as exc:  # not a JSON object
-                self._not_an_object(raw, exc)
+                head, ts, vin, vout, cur, duty, temp, rssi = raw.rsplit(b",", 7)
+                tags, ns = heads[head], times[ts]
+                vin, t_vin = vins[vin]
+                vout, t_vout = vouts[vout]
+                cur, t_cur = curs[cur]
+                t_duty, t_temp, t_rssi = duties[duty][1], temps[temp][1], rssis[rssi][1]
+            except (ValueError, KeyError):  # not made of known pieces
+                self._parse(raw, append)
                 continue
-            try:
-                if event == "power_report":
-                    gateway, node = obj[k_gw], obj[k_node]
-                elif event is None:  # upstream: nested objects, identities inline when known
-                    gw, nd = obj[k_gw], obj[k_node]
-                    gateway, node = gw[k_id], nd[k_id]
-                    if len(gw) > 1 or len(nd) > 1:
-                        self._learn_upstream(gw, nd, gateway, node)
-                elif event == "infrastructure_report":
-                    self._infrastructure(obj)
-                    continue
-                else:
-                    self._skipped(f"skipped taptap event of unknown type {str(event)[:40]!r}",
-                                  "event")
-                    continue
-            except (KeyError, TypeError, IndexError):  # ids missing, or not where they belong
-                gateway = node = None
-            if type(gateway) is not int or type(node) is not int:
-                self._invalid("a report without valid gateway/node ids", raw)
-                continue
-            try:
-                tags = tags_cache[gateway][node]
-            except KeyError:
-                tags = self._new_node(gateway, node)
-                if tags is None:
-                    self._invalid("a report with gateway/node ids out of range", raw)
-                    continue
-            try:
-                ts_text, vin, vout, cur = obj[k_ts], obj[k_vin], obj[k_vout], obj[k_cur]
-                duty, temp, rssi = obj[k_duty], obj[k_temp], obj[k_rssi]
-                ns = times[ts_text]
-            except (KeyError, TypeError):  # a value or the timestamp missing, or a new timestamp
-                self._report_slowly(obj, tags, raw, append)
-                continue
-            if (type(vin) is type(vout) is type(cur) is type(duty) is type(temp) is float
-                    and type(rssi) is int and rssi < 2 ** 63  # orjson ints: -2**63 .. 2**64-1
-                    and vout and -1e15 < (power := vin * cur) < 1e15
-                    and -1e15 < (amps := power / vout) < 1e15):  # else inf or an int64 overflow
-                try:
-                    t_cur, t_duty, t_temp, t_vin, t_vout = (text[cur], text[duty], text[temp],
-                                                            text[vin], text[vout])
-                except KeyError:  # a value not seen before
-                    t_cur, t_duty, t_temp, t_vin, t_vout = map(_text, (cur, duty, temp, vin, vout))
-                # computed values with fixed decimals (power_w 0.001 W, current_out_a 0.0001 A):
-                # exact, no float noise, and cheaper than round() + repr()
-                append(f"{tags} current_in_a={t_cur},current_out_a={amps:.4f},duty_cycle={t_duty},"
-                       f"power_w={power:.3f},rssi={rssi}i,temperature_c={t_temp},"
-                       f"voltage_in_v={t_vin},voltage_out_v={t_vout} {ns}\n")
-            else:
-                self._report_slowly(obj, tags, raw, append)
+            # computed as in _fields: power_w to 0.001 W, current_out_a to 0.0001 A, fixed decimals
+            power = vin * cur
+            amps = f",current_out_a={power / vout:.4f}" if vout else ""
+            append(f"{tags} {t_cur}{amps},{t_duty},power_w={power:.3f},{t_rssi},{t_temp},{t_vin},"
+                   f"{t_vout} {ns}\n")
         c = self.counters
         c.lines_read += len(lines) - lines.count(b"") - self._blank
         self._blank = 0
@@ -208,8 +160,37 @@ class Converter:
             c.last_report_monotonic = time.monotonic()
         return "".join(out)
 
-    def _report_slowly(self, obj: dict, tags: str, raw: bytes, append) -> None:  # type: ignore[no-untyped-def]
-        """A report that is not complete and plain: its timestamp parsed, each value on its own."""
+    def _parse(self, raw: bytes, append) -> None:  # type: ignore[no-untyped-def]
+        """The careful path: one line parsed, classified and converted value by value."""
+        try:
+            obj = orjson.loads(raw)
+            event = obj.get("event_type")
+        except (orjson.JSONDecodeError, AttributeError) as exc:  # not a JSON object
+            self._not_an_object(raw, exc)
+            return
+        try:
+            if event == "power_report":
+                gateway, node = obj["gateway"], obj["node"]
+            elif event is None:  # upstream: nested objects, identities inline when known
+                gw, nd = obj["gateway"], obj["node"]
+                gateway, node = gw["id"], nd["id"]
+                if len(gw) > 1 or len(nd) > 1:
+                    self._learn_upstream(gw, nd, gateway, node)
+            elif event == "infrastructure_report":
+                self._infrastructure(obj)
+                return
+            else:
+                self._skipped(f"skipped taptap event of unknown type {str(event)[:40]!r}", "event")
+                return
+        except (KeyError, TypeError, IndexError):  # ids missing, or not where they belong
+            gateway = node = None
+        if type(gateway) is not int or type(node) is not int:
+            self._invalid("a report without valid gateway/node ids", raw)
+            return
+        tags = self._tags.get((gateway, node)) or self._new_node(gateway, node)
+        if tags is None:
+            self._invalid("a report with gateway/node ids out of range", raw)
+            return
         try:
             ns = self._timestamp(obj.get("timestamp"))
         except ImplausibleTime:  # counted and logged as such
@@ -224,12 +205,38 @@ class Converter:
             self._invalid("a report without any usable value", raw)
             return
         append(f"{tags} {fields} {ns}\n")
+        self._remember(raw, obj, tags, ns, fields)
+
+    def _remember(self, raw: bytes, obj: dict, tags: str, ns: str, fields: str) -> None:
+        """Keep the pieces of a plain report, so that lines made of them need no parsing.
+
+        Plain: every member present, in taptap's order, as compact JSON (so each piece means the
+        same wherever it appears), values that `_fields` wrote in full and whose products stay
+        finite. The pieces map to what `_fields` wrote, so both paths write the same line.
+        """
+        if tuple(obj) not in _PLAIN_KEYS:
+            return
+        values = [obj[key] for key in _TAIL[1:]]
+        vin, vout, cur, *_, rssi = values
+        if not (all(type(v) is float for v in values[:-1]) and type(rssi) is int
+                and rssi < 2 ** 63 and abs(vin) <= VALUE_MAX and abs(cur) <= VALUE_MAX
+                and (vout == 0 or 1 / VALUE_MAX <= abs(vout) <= VALUE_MAX)
+                and orjson.dumps(obj) == raw):
+            return
+        head, ts, *pieces = raw.rsplit(b",", 7)
+        written = {field.partition("=")[0]: field for field in fields.split(",")}
+        self._times[ts] = ns
+        if len(self._heads) < MAX_NODES:
+            self._heads[head] = tags
+        for table, piece, key, value in zip(self._values, pieces, _TAIL[1:], values):
+            if len(table) < PIECES_MAX:
+                table[piece] = (value, written[_FIELD_OF[key]])
 
     def _check_registry(self) -> None:
-        """Forget cached tag strings (and what upstream reports taught) when the registry changed."""
+        """Forget tag strings (and the heads that map to them) when the registry learnt something."""
         if self._tags_generation != self.registry.generation:
             self._tags.clear()
-            self._taught.clear()
+            self._heads.clear()
             self._tags_generation = self.registry.generation
 
     def _not_an_object(self, raw: bytes, exc: Exception) -> None:
@@ -249,10 +256,10 @@ class Converter:
         if not (0 <= gateway <= 65535 and 0 <= node <= 65535):
             return None
         tags = self._tag_string(gateway, node)
-        seen = self.counters.nodes  # the cached nodes are among them, so both stay <= MAX_NODES
-        if (gateway, node) in seen or len(seen) < MAX_NODES:  # beyond: written, not remembered
-            seen.add((gateway, node))
-            self._tags.setdefault(gateway, {})[node] = tags
+        if len(self._tags) < MAX_NODES:  # beyond: still written, just not remembered
+            self._tags[(gateway, node)] = tags
+        if len(self.counters.nodes) < MAX_NODES:
+            self.counters.nodes.add((gateway, node))
         return tags
 
     def _learn_upstream(self, gw: dict, node: dict, gateway: object, node_id: object) -> None:
@@ -260,16 +267,12 @@ class Converter:
         if type(gateway) is not int or type(node_id) is not int \
                 or not (0 <= gateway <= 65535 and 0 <= node_id <= 65535):
             return  # a report rejected for its ids teaches nothing (nor the state file)
-        if self._taught.get((gateway, node_id)) == (gw, node):
-            return  # taptap HEAD repeats a known identity in every report: taught already
         if "address" in gw:
             self.registry.learn_gateway(gateway, address_hex(gw["address"]))
         if "address" in node or "barcode" in node:
             self.registry.learn_node(gateway, node_id, address_hex(node.get("address")),
                                      valid_barcode(node.get("barcode")))
         self._check_registry()
-        if len(self._taught) < MAX_NODES:
-            self._taught[(gateway, node_id)] = (gw, node)
 
     time_check: TimeCheck | None = None  # set by `run` for sources dated by this host's clock
 
@@ -285,6 +288,9 @@ class Converter:
         """
         if type(text) is not str:
             raise ValueError("a report without a timestamp")
+        cached = self._times.get(text)
+        if cached is not None:
+            return cached
         ns = parse_timestamp(text) + self.time_shift_ns
         check = self.time_check
         if check is not None:
@@ -308,24 +314,24 @@ class Converter:
             power = None
         parts = []
         if cur is not None:
-            parts.append(f"current_in_a={_text(cur)}")
+            parts.append(f"current_in_a={cur!r}")
         if power is not None and vout:
             out = power / vout
             if math.isfinite(out):
                 parts.append(f"current_out_a={out:.4f}")
         if duty is not None:
-            parts.append(f"duty_cycle={_text(duty)}")
+            parts.append(f"duty_cycle={duty!r}")
         if power is not None:
             parts.append(f"power_w={power:.3f}")
         if (type(rssi) is int or (type(rssi) is float and rssi.is_integer())) \
                 and -2 ** 63 <= rssi < 2 ** 63:  # InfluxDB rejects the whole line beyond int64
             parts.append(f"rssi={int(rssi)}i")
         if temp is not None:
-            parts.append(f"temperature_c={_text(temp)}")
+            parts.append(f"temperature_c={temp!r}")
         if vin is not None:
-            parts.append(f"voltage_in_v={_text(vin)}")
+            parts.append(f"voltage_in_v={vin!r}")
         if vout is not None:
-            parts.append(f"voltage_out_v={_text(vout)}")
+            parts.append(f"voltage_out_v={vout!r}")
         return ",".join(parts)
 
     def _tag_string(self, gateway: int, node: int) -> str:
