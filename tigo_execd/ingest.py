@@ -189,7 +189,8 @@ class Ingest:
     async def _pump(self) -> None:
         convert = self.converter.convert_lines
         async for chunk in self.source.chunks():
-            lines = (self._partial + chunk).split(b"\n")
+            lines = chunk.split(b"\n")
+            lines[0] = self._partial + lines[0]  # not the whole chunk: it may be a megabyte
             self._partial = lines.pop()
             if self._discarding and lines:
                 lines[0], self._discarding = b"", False
