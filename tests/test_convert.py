@@ -165,12 +165,16 @@ def test_pieces_are_learnt_from_compact_taptap_json_only():
            b'"voltage_in":1.0,"voltage_in":2.0,"voltage_out":2.0,"current":1.0,'
            b'"dc_dc_duty_cycle":1.0,"temperature":20.0,"rssi":100}')
     spaced = report().replace(b",", b", ")
-    lines = [dup % 1, dup % 2, dup % 1, spaced, spaced]
+    # extra members are allowed in upstream's objects, but a long head would cost memory
+    long = orjson.dumps({"gateway": {"id": 1, "x": "y" * 50_000}, "node": {"id": 2},
+                         **orjson.loads(report(event_type=..., gateway=..., node=...))})
+    lines = [dup % 1, dup % 2, dup % 1, spaced, spaced, long, long]
     conv = Converter()
     out = conv.convert_lines(lines).split("\n")
     assert [line.rsplit(" ", 1)[1] for line in out[:3]] == \
         ["1795737601000000000", "1795737602000000000", "1795737601000000000"]
-    assert out[3] == out[4] and not conv._heads
+    assert out[3] == out[4] and out[5] == out[6] and len(out) == 8
+    assert not conv._heads
 
 
 def test_hostile_barcode_never_becomes_a_tag():

@@ -142,7 +142,7 @@ class ParsingConverter(Converter):
 
 def assert_same_as_parsed(lines: list[bytes], out: str, conv: Converter,
                           clock_check: bool) -> None:
-    """Property 7: remembered pieces change nothing (the fast path writes what parsing writes)."""
+    """Property 8: remembered pieces change nothing (the fast path writes what parsing writes)."""
     parsing = converter(clock_check, ParsingConverter)
     assert parsing.convert_lines(lines) == out, lines
     assert counts(parsing) == counts(conv)
@@ -407,7 +407,7 @@ def test_fast_and_slow_paths_agree(influx_db):
     tally.show()
 
 
-# ---------------------------------------------------------------- property 7: pieces change nothing
+# ---------------------------------------------------------------- property 8: pieces change nothing
 
 def test_lines_made_of_known_pieces_are_written_as_if_parsed(influx_db):
     """Plain lines teach the converter their pieces (head, timestamp, each value); a line made of

@@ -5,7 +5,7 @@ Prints, from one run on this machine: events/s of both and their ratio (target >
 the converter's peak RSS (target < 40 MB), and the latency from a slow taptap writing one report to
 that report's line appearing on tigo-execd's stdout (target < 50 ms).
 
-    python3 tests/bench/bench_ingest.py [--events 200000]
+    python3 tests/bench/bench_ingest.py [--events 200000] [--instructions]
 """
 
 from __future__ import annotations
@@ -98,11 +98,42 @@ def latency(samples: int) -> list[float]:
     return out
 
 
+LOOP = """import sys, orjson
+lines = open(sys.argv[1], "rb").read().split(b"\\n")[:int(sys.argv[3])]
+if sys.argv[2] == "floor":
+    for line in lines:
+        orjson.loads(line)
+else:
+    from tigo_execd.convert import Converter
+    conv = Converter()
+    for i in range(0, len(lines), 5000):
+        conv.convert_lines(lines[i:i + 5000]).encode()
+"""
+
+
+def instructions(path: Path, events: int) -> dict[str, float]:
+    """CPU instructions per line of the floor's loop and of the converter, counted by valgrind
+    (callgrind): lines events/4..events/2 over the first events/4, so start-up and first sights
+    fall out. Unlike times on a shared VM, these counts repeat to within a percent."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
+    counts = {}
+    for who in ("floor", "tigo-execd"):
+        for n in (events // 4, events // 2):
+            run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                  sys.executable, "-c", LOOP, str(path), who, str(n)],
+                                 env=env, capture_output=True, text=True, check=True)
+            counts[who, n] = int(run.stderr.split("refs:")[1].split()[0].replace(",", ""))
+    return {who: (counts[who, events // 2] - counts[who, events // 4]) / (events // 4)
+            for who in ("floor", "tigo-execd")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-samples", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=7, help="runs of each, best taken")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per line with valgrind (about 2 minutes)")
     args = parser.parse_args()
     # tigo-execd as pip installs it, with its bytecode compiled, so that the runs time conversion
     # and not the compiler (with PYTHONDONTWRITEBYTECODE set, each run would compile it anew)
@@ -119,6 +150,7 @@ def main() -> None:
         floor_s, floor_rss, _ = min(floor)
         conv_s, _, size = min(conv)
         conv_rss = max(r for _, r, _ in conv)
+        counted = instructions(path, args.events) if args.instructions else None
     lat = latency(args.latency_samples)
     n = args.events
     print(f"events:             {n} (best of {args.rounds} interleaved runs each)")
@@ -130,6 +162,10 @@ def main() -> None:
     print(f"peak RSS:           {conv_rss:.1f} MB (required < 40 MB)")
     print(f"latency one report: median {statistics.median(lat) * 1e3:.1f} ms, "
           f"max {max(lat) * 1e3:.1f} ms over {len(lat)} (required < 50 ms)")
+    if counted:
+        print(f"instructions/line:  floor {counted['floor']:,.0f}, tigo-execd "
+              f"{counted['tigo-execd']:,.0f} ({counted['floor'] / counted['tigo-execd']:.2f}x, "
+              f"conversion alone, start-up and I/O not counted)")
 
 
 if __name__ == "__main__":
