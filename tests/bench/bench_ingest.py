@@ -23,13 +23,18 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tigo_execd.barcode import address_to_barcode  # noqa: E402  (the repository's, not an installed one)
 FLOOR = "import sys, orjson\nfor line in sys.stdin.buffer:\n    orjson.loads(line)\n"
 
 
 def make_events(path: Path, count: int) -> None:
-    """Realistic taptap output: 60 nodes on 2 gateways, one shared timestamp per 20 s cycle."""
+    """Realistic taptap output: 60 nodes on 2 gateways, one shared timestamp per 20 s cycle; half
+    upstream with addresses and barcode on every report (taptap HEAD, once it knows them), half
+    the fork; values in taptap's steps, each node's temperature drifting, duty cycle mostly 1.0."""
     rng = random.Random(1)
     nodes = [(4609 + i % 2, 2 + i // 2) for i in range(60)]
+    temperature = {node: rng.randrange(200, 300) for node in nodes}  # tenths of a degree
     t = 1_750_000_000
     with path.open("wb") as f:
         written = 0
@@ -37,14 +42,20 @@ def make_events(path: Path, count: int) -> None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{rng.randrange(10**6):06d}+00:00"
             for gw, node in nodes:
                 vin = round(rng.uniform(28, 38) * 20) / 20
+                temperature[gw, node] += rng.choice((-1, 0, 0, 0, 1))
                 if gw == 4609:
-                    head = {"gateway": {"id": gw}, "node": {"id": node}}
+                    address = [4, 192, 91, 64, 0, 162, 52, node]
+                    head = {"gateway": {"id": gw, "address": [4, 192, 91, 48, 0, 2, 190, 22]},
+                            "node": {"id": node, "address": address,
+                                     "barcode": address_to_barcode(bytes(address))}}
                 else:
                     head = {"event_type": "power_report", "gateway": gw, "node": node}
                 f.write(orjson.dumps({**head, "timestamp": stamp, "voltage_in": vin,
                                       "voltage_out": round(vin * 10) / 10,
                                       "current": round(rng.uniform(0, 10) * 200) / 200,
-                                      "dc_dc_duty_cycle": 1.0, "temperature": 31.5,
+                                      "dc_dc_duty_cycle": 1.0 if rng.random() < 0.8
+                                      else rng.randrange(128, 255) / 255,
+                                      "temperature": temperature[gw, node] / 10,
                                       "rssi": rng.randrange(90, 160)}) + b"\n")
                 written += 1
                 if written == count:
