@@ -14,12 +14,49 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import ROOT, tigo_execd_argv
 from proc import FAKE_TAPTAP
 from servers import free_port
 
 DIALOUT = grp.getgrnam("dialout").gr_gid
+# The shipped systemd drop-in (moving from telegraf/telegraf-dialout.conf; the old path goes once
+# the move is merged).
+DROP_IN = next(p for p in (ROOT / "systemd" / "telegraf.service.d" / "tigo-execd.conf",
+                           ROOT / "telegraf" / "telegraf-dialout.conf") if p.exists())
+# The parts of a stock /etc/telegraf/telegraf.conf (Telegraf's Debian package) that matter here:
+# one [[outputs.influxdb]] with every option commented out, so it takes every metric.
+STOCK_TELEGRAF_CONF = """\
+# Telegraf Configuration
+[global_tags]
+
+[agent]
+  interval = "10s"
+  round_interval = true
+  flush_interval = "10s"
+  hostname = ""
+  omit_hostname = false
+
+###############################################################################
+#                            OUTPUT PLUGINS                                   #
+###############################################################################
+
+# Configuration for sending metrics to InfluxDB
+[[outputs.influxdb]]
+  ## The full HTTP or UDP URL for your InfluxDB instance.
+  # urls = ["http://127.0.0.1:8086"]
+  ## The target database for metrics; will be created as needed.
+  # database = "telegraf"
+
+# Read metrics about cpu usage
+[[inputs.cpu]]
+  percpu = true
+  totalcpu = true
+  collect_cpu_time = false
+
+# Read metrics about memory usage
+[[inputs.mem]]
+  # no configuration
+"""
 
 
 @pytest.fixture
@@ -52,6 +89,8 @@ def site(tmp_path, pty_port, influxd, influx_db, mosquitto, tigo_execd_bin):
         f"TIGO_SOURCE={pty_port}\nTIGO_EXECD={execd}\nINFLUX_URL={influxd.url}\n"
         f"INFLUX_DB={influx_db.db}\nMQTT_SERVER=tcp://127.0.0.1:{mosquitto.port}\n")
     (etc / "units").mkdir()
+    (etc / "telegraf.conf").write_text(STOCK_TELEGRAF_CONF.replace(
+        "[[outputs.influxdb]]\n", '[[outputs.influxdb]]\n  namedrop = ["tigo_*"]\n'))
     return {"etc": etc, "taptap": taptap, "port": pty_port}
 
 
@@ -59,11 +98,12 @@ def doctor(site, *extra: str) -> tuple[int, dict[str, str]]:
     """Run the doctor; exit code and {check name: its line}."""
     etc = site["etc"]
     argv = tigo_execd_argv("doctor", "--env-file", str(etc / "default"),
+                           "--config", str(etc / "telegraf.conf"),
                            "--config-directory", str(etc / "telegraf.d"),
                            "--health-config", str(etc / "tigo-health.conf"),
                            "--unit-dir", str(etc / "units"), "--taptap", str(site["taptap"]),
                            "--user", "root", "--timeout", "2", *extra)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stderr == "", result.stderr
     lines = result.stdout.splitlines()
@@ -76,7 +116,7 @@ def test_working_setup_passes_every_check(site):
     rc, checks = doctor(site)
     assert rc == 0, "\n".join(checks.values())
     assert list(checks) == ["taptap", "source", "influxdb", "influxdb auth", "influxdb database",
-                            "mqtt", "tigo.conf", "tigo-health.conf", "groups"]
+                            "mqtt", "tigo.conf", "tigo-health.conf", "outputs", "groups"]
     assert all(line.startswith("ok") for line in checks.values())
     assert "accepts an MQTT connection" in checks["mqtt"]
     assert site["port"] in checks["source"]
@@ -133,8 +173,11 @@ def test_missing_group_and_the_drop_in_that_fixes_it(site):
     assert rc == 1
     assert checks["groups"].startswith("FAIL") and "nobody is not in group dialout" in checks["groups"]
     assert "fix: sudo usermod -aG dialout nobody" in checks["groups"]
-    assert checks["source"].startswith("FAIL")  # the same cause, seen from the port
-    shutil.copy(ROOT / "telegraf" / "telegraf-dialout.conf", site["etc"] / "units" / "tigo.conf")
+    for line in (checks["groups"], checks["source"]):  # the same cause, seen from the port
+        assert line.startswith("FAIL") and "(or install systemd/telegraf.service.d/tigo-execd.conf " \
+            "as /etc/systemd/system/telegraf.service.d/tigo-execd.conf" in line
+        assert "telegraf-dialout" not in line
+    shutil.copy(DROP_IN, site["etc"] / "units" / "tigo-execd.conf")
     rc, checks = doctor(site, "--user", "nobody")
     assert checks["groups"].startswith("ok") and "dialout" in checks["groups"]
     assert checks["source"].startswith("ok")
@@ -195,3 +238,172 @@ def test_shipped_option_list_is_the_tests_copy():
     package = json.loads((ROOT / "tigo_execd" / "data" / "telegraf-plugin-options.json").read_text())
     tests = json.loads((ROOT / "tests" / "data" / "telegraf-plugin-options.json").read_text())
     assert package == tests
+
+
+# ---------------------------------------------------------------- other outputs of the main Telegraf
+
+def test_stock_telegraf_conf_output_gets_the_tigo_metrics(site):
+    """The stock [[outputs.influxdb]] takes every metric: ours too, into its `telegraf` database."""
+    conf = site["etc"] / "telegraf.conf"
+    conf.write_text(STOCK_TELEGRAF_CONF)
+    line = STOCK_TELEGRAF_CONF.splitlines().index("[[outputs.influxdb]]") + 1
+    rc, checks = doctor(site)
+    assert rc == 1 and checks["outputs"].startswith("FAIL"), checks["outputs"]
+    assert (f"tigo_power_report, tigo_ingest also go to [[outputs.influxdb]] #1 (line {line}) of "
+            f"{conf}, database 'telegraf'") in checks["outputs"]
+    assert (f'fix: add namedrop = ["tigo_*"] to [[outputs.influxdb]] #1 (line {line}) of {conf}'
+            in checks["outputs"])
+    assert all(line.startswith("ok") for name, line in checks.items() if name != "outputs")
+    conf.write_text(STOCK_TELEGRAF_CONF.replace(  # the fix, as the line says
+        "[[outputs.influxdb]]\n", '[[outputs.influxdb]]\n  namedrop = ["tigo_*"]\n'))
+    rc, checks = doctor(site)
+    assert rc == 0 and checks["outputs"].startswith("ok")
+
+
+@pytest.mark.parametrize(("filters", "received"), [
+    ('namedrop = ["tigo_power_report"]', "tigo_ingest"),  # only part of ours dropped
+    ('namedrop = ["cpu", "mem*"]', "tigo_power_report, tigo_ingest"),  # others' names dropped
+    ('namepass = []', "tigo_power_report, tigo_ingest"),  # an empty list filters nothing
+    ('namedrop = ["tigo_power_report", "tigo_ingest"]', None),
+    ('namedrop = ["cpu", "tigo?*"]', None),
+    ('namedrop = ["[st]igo_*"]', None),
+    ('namepass = ["cpu", "mem"]', None),  # the output picks its own metrics
+    ('namepass = ["tigo_*"]', None),  # asks for ours: wanted, not a leak
+    ('[outputs.influxdb.tagpass]\n  cpu = ["cpu-total"]', None),  # routed by a tag ours lack
+])
+def test_filters_of_the_stock_output(site, filters, received):
+    conf = site["etc"] / "telegraf.conf"
+    conf.write_text(STOCK_TELEGRAF_CONF.replace(
+        "  # database = \"telegraf\"\n", f'  database = "metrics"\n  {filters}\n'))
+    rc, checks = doctor(site)
+    if received is None:
+        assert rc == 0 and checks["outputs"].startswith("ok"), checks["outputs"]
+    else:
+        assert rc == 1 and f": {received} also go to [[outputs.influxdb]] #1" in checks["outputs"]
+        assert "database 'metrics'" in checks["outputs"]
+        fix = "add \"tigo_*\" to the namedrop list" if "namedrop" in filters else "add namedrop ="
+        assert f"fix: {fix}" in checks["outputs"], checks["outputs"]
+
+
+def test_every_unfiltered_output_in_every_file_is_named(site):
+    """Outputs of any kind, in telegraf.conf and in telegraf.d, each with its file and position;
+    our own tigo.conf output and the separate health instance's outputs are not among them."""
+    conf = site["etc"] / "telegraf.conf"
+    conf.write_text(STOCK_TELEGRAF_CONF.replace('[[outputs.influxdb]]\n', '[[outputs.influxdb]]\n'
+                    '  namedrop = ["tigo_*"]\n\n[[outputs.influxdb]]\n  database = "second"\n'))
+    other = site["etc"] / "telegraf.d" / "cloud.conf"
+    other.write_text('[[outputs.file]]\n  files = ["stdout"]\n  namedrop = ["cpu"]\n\n'
+                     '[[outputs.influxdb_v2]]\n  urls = ["http://127.0.0.1:8086"]\n'
+                     '  bucket = "b"\n  organization = "o"\n\n[[outputs.discard]]\n')
+    rc, checks = doctor(site)
+    assert rc == 1
+    line = checks["outputs"]
+    second = conf.read_text().splitlines().index('  database = "second"')  # its header's line
+    assert f"[[outputs.influxdb]] #2 (line {second}) of {conf}, database 'second'" in line
+    assert "[[outputs.influxdb]] #1" not in line  # filtered
+    assert f"[[outputs.file]] #1 (line 1) of {other}" in line
+    assert f"[[outputs.influxdb_v2]] #1 (line 5) of {other}" in line
+    assert "discard" not in line and "tigo.conf" not in line and "tigo-health" not in line
+    assert f'add "tigo_*" to the namedrop list of [[outputs.file]] #1 (line 1) of {other}' in line
+    assert (f'add namedrop = ["tigo_*"] to [[outputs.influxdb_v2]] #1 (line 5) of {other}'
+            in line)
+
+
+def test_no_telegraf_conf(site):
+    (site["etc"] / "telegraf.conf").unlink()
+    rc, checks = doctor(site)
+    assert rc == 0
+    assert checks["outputs"] == (f"skip  outputs: {site['etc'] / 'telegraf.conf'} not found: the "
+                                 "main Telegraf config's outputs are not checked")
+
+
+def test_telegraf_conf_not_toml(site):
+    (site["etc"] / "telegraf.conf").write_text(STOCK_TELEGRAF_CONF + "[[outputs.influxdb\n")
+    rc, checks = doctor(site)
+    assert rc == 1 and checks["telegraf.conf"].startswith("FAIL  telegraf.conf: error loading "
+                                                          "config file")
+    assert f"fix: fix the TOML in {site['etc'] / 'telegraf.conf'}" in checks["telegraf.conf"]
+
+
+# ---------------------------------------------------------------- MQTT without the health instance
+
+def test_no_health_instance_no_broker_needed(site):
+    """The settings name a broker (as default.example does) that is not running."""
+    default = site["etc"] / "default"
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    default.write_text(default.read_text().replace("MQTT_SERVER=", f"MQTT_SERVER={dead}\n#"))
+    rc, checks = doctor(site)
+    assert rc == 1 and checks["mqtt"].startswith("FAIL")  # installed: checked
+    health = site["etc"] / "tigo-health.conf"
+    health.unlink()
+    rc, checks = doctor(site)
+    assert rc == 0, "\n".join(checks.values())
+    assert checks["mqtt"] == (f"skip  mqtt: the health instance is not installed ({health} not "
+                              "found): no broker needed")
+    rc, checks = doctor(site, "--mqtt-server", dead)  # asked for explicitly: checked
+    assert rc == 1 and checks["mqtt"].startswith("FAIL") and "fix: start the broker" in checks["mqtt"]
+
+
+# ---------------------------------------------------------------- bad input: a message, no traceback
+
+UNBALANCED = "cmd:taptap observe --serial '/dev/ttyUSB0"
+
+
+def test_source_with_an_unbalanced_quote(site):
+    for how in ("option", "settings"):
+        if how == "settings":
+            default = site["etc"] / "default"
+            default.write_text(default.read_text().replace("TIGO_SOURCE=", f'TIGO_SOURCE="{UNBALANCED}"\n#'))
+        rc, checks = doctor(site, *(["--source", UNBALANCED] if how == "option" else []))
+        assert rc == 1
+        assert checks["source"] == (
+            f"FAIL  source: TIGO_SOURCE {UNBALANCED!r} is not a command line: no closing "
+            "quotation -- fix: close the quote (or remove it) in TIGO_SOURCE in "
+            "/etc/default/telegraf; quote the whole value: "
+            "TIGO_SOURCE=\"cmd:taptap observe --serial /dev/ttyUSB0\"")
+        assert checks["taptap"].startswith("ok")
+        assert checks["groups"].startswith("skip")
+
+
+@pytest.mark.parametrize(("name", "write", "expected"), [
+    ("settings", lambda etc: (etc / "default").write_bytes(b"TIGO_SOURCE=/dev/tty\xff\n"),
+     "is not UTF-8 text"),
+    ("tigo.conf", lambda etc: (etc / "telegraf.d" / "tigo.conf").write_bytes(b"# \xff\n"),
+     "error loading config file"),
+    ("tigo.conf", lambda etc: (etc / "telegraf.d" / "tigo.conf").write_text(
+        (etc / "telegraf.d" / "tigo.conf").read_text().replace("${INFLUX_DB:-bms}",
+                                                               "${TIGO_UNSET:?must be set}")),
+     "TIGO_UNSET: must be set"),
+    ("telegraf.d", lambda etc: (etc / "telegraf.d" / "tigo.conf").write_text(
+        'inputs = 5\n[outputs]\ninfluxdb = "x"\n'), "no `tigo-execd run` input"),
+    ("tigo.conf", lambda etc: (etc / "telegraf.d" / "tigo.conf").write_text(
+        '[[inputs.execd]]\ncommand = 7\n[[outputs.influxdb]]\nnamepass = ["tigo_power_report"]\n'
+        'urls = []\n'), "inputs.execd: command is not a list"),
+    ("mqtt", lambda etc: (etc / "default").write_text((etc / "default").read_text().replace(
+        "MQTT_SERVER=", "MQTT_SERVER=tcp://127.0.0.1:notaport\n#")), "is not a broker address"),
+])
+def test_bad_files_get_a_message_not_a_traceback(site, name, write, expected):
+    """Files the doctor parses, each broken in a way that used to raise (the helper asserts an
+    empty stderr)."""
+    write(site["etc"])
+    (site["etc"] / "units" / "broken.conf").mkdir()  # unreadable unit drop-in: systemd skips it too
+    rc, checks = doctor(site)
+    assert rc == 1 and checks[name].startswith("FAIL") and expected in checks[name], checks[name]
+
+
+# ---------------------------------------------------------------- InfluxDB URL without a scheme
+
+def test_influx_url_without_scheme(site, influxd):
+    bare = influxd.url.removeprefix("http://")
+    default = site["etc"] / "default"
+    default.write_text(default.read_text().replace("INFLUX_URL=", f"INFLUX_URL={bare}\n#"))
+    for argv in ([], ["--influx-url", "admin:secret@" + bare]):
+        rc, checks = doctor(site, *argv)
+        assert rc == 1
+        assert checks["influxdb"] == (f"FAIL  influxdb: URL {bare!r} has no scheme: add http:// -- "
+                                      f"fix: INFLUX_URL=http://{bare} in /etc/default/telegraf")
+        assert checks["influxdb auth"].startswith("skip")
+    rc, checks = doctor(site, "--influx-url", "ftp://" + bare)
+    assert rc == 1 and f"'ftp://{bare}': ftp:// is not InfluxDB's HTTP API" in checks["influxdb"]
+    rc, checks = doctor(site, "--influx-url", f"http://{bare}")  # the fix, as the line says
+    assert rc == 0 and checks["influxdb"].startswith("ok")

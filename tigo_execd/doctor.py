@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fnmatch
 import grp
 import json
 import os
@@ -26,11 +27,12 @@ import socket
 import stat
 import subprocess
 import tomllib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tigo_execd.bridge import parse_host_port
 from tigo_execd.cli import add_log_level
@@ -43,6 +45,8 @@ TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | s
                   "--profile minimal && ~/.cargo/bin/cargo install taptap --locked && "
                   "sudo install -m 755 ~/.cargo/bin/taptap /usr/local/bin/taptap")
 MEASUREMENT = "tigo_power_report"
+TIGO_METRICS = (MEASUREMENT, "tigo_ingest")  # what `tigo-execd run` gives the main Telegraf
+DROP_IN = "systemd/telegraf.service.d/tigo-execd.conf"  # shipped; gives the service dialout
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -98,23 +102,38 @@ def unknown_options(kind: str, table: Mapping[str, Any], known: Mapping[str, lis
 def plugins(doc: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """("inputs.execd", table) for every plugin table of a parsed config file."""
     for top in ("inputs", "outputs", "processors", "aggregators"):
-        for name, tables in doc.get(top, {}).items():
+        section = doc.get(top)
+        for name, tables in section.items() if isinstance(section, dict) else ():
             for table in tables if isinstance(tables, list) else [tables]:
-                yield f"{top}.{name}", table
+                if isinstance(table, dict):  # anything else: not a plugin table, Telegraf refuses it
+                    yield f"{top}.{name}", table
+
+
+def command_of(table: Mapping[str, Any]) -> list[str]:
+    """An execd plugin's `command` list as strings (empty when it is not a list)."""
+    command = table.get("command")
+    return [str(a) for a in command] if isinstance(command, list) else []
 
 
 def load_conf(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """One Telegraf config file, parsed and substituted; ValueError says what Telegraf would."""
     try:
         return substitute_strings(tomllib.loads(path.read_text()), env)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # TOML, UTF-8 or ${VAR:?error}
         raise ValueError(f"error loading config file {path}: {exc}") from None
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, optional quotes)."""
+    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, optional quotes).
+
+    ValueError when the file is not UTF-8 text; OSError when it cannot be read.
+    """
     env = {}
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith(("#", ";")) or "=" not in line:
             continue
@@ -154,19 +173,23 @@ def skip(name: str, detail: str) -> Check:
 
 # ---------------------------------------------------------------- what the service will run
 
+Conf = tuple[Path, dict[str, Any] | None, str]  # (path, parsed or None, why not)
+
+
 @dataclass
 class Setup:
     """What Telegraf will use, read from the env file and the installed confs."""
 
     env: dict[str, str]
     env_problem: Check | None
-    confs: list[tuple[Path, dict[str, Any] | None, str]]  # (path, parsed or None, error)
+    confs: list[Conf]  # telegraf.d's files, then the health instance's
+    main: list[Conf]  # the main instance's: --config (when it exists), then telegraf.d's files
     source: str | None
     influx: dict[str, Any]
     mqtt: dict[str, Any]
 
     @classmethod
-    def read(cls, args: argparse.Namespace) -> "Setup":
+    def read(cls, args: argparse.Namespace) -> Setup:
         env: dict[str, str] = {}
         problem = None
         try:
@@ -176,15 +199,20 @@ class Setup:
         except OSError as exc:
             problem = fail("settings", f"cannot read {args.env_file}: {exc.strerror}",
                            "run the doctor with sudo")
-        confs = []
-        for path in sorted(Path(args.config_directory).glob("*.conf")) + [Path(args.health_config)]:
+        except ValueError as exc:
+            problem = fail("settings", str(exc), f"save {args.env_file} as UTF-8 text")
+
+        def read(path: Path) -> list[Conf]:
             if not path.exists():
-                continue
+                return []
             try:
-                confs.append((path, load_conf(path, env), ""))
+                return [(path, load_conf(path, env), "")]
             except ValueError as exc:
-                confs.append((path, None, str(exc)))
-        setup = cls(env, problem, confs, None, {}, {})
+                return [(path, None, str(exc))]
+
+        directory = [c for p in sorted(Path(args.config_directory).glob("*.conf")) for c in read(p)]
+        setup = cls(env, problem, directory + read(Path(args.health_config)),
+                    read(Path(args.config)) + directory, None, {}, {})
         setup._pick(args)
         return setup
 
@@ -192,7 +220,7 @@ class Setup:
         """The source, InfluxDB output and MQTT output the confs configure (options override)."""
         for _, doc, _ in self.confs:
             for kind, table in plugins(doc or {}):
-                command = [str(a) for a in table.get("command", [])]
+                command = command_of(table)
                 if kind == "inputs.execd" and "run" in command[1:2] and "--source" in command[:-1]:
                     self.source = self.source or command[command.index("--source") + 1]
                 passes = table.get("namepass", [MEASUREMENT])
@@ -211,26 +239,38 @@ class Setup:
             self.influx["database"] = args.influx_db
         self.mqtt = dict(self.mqtt) or {"username": self.env.get("MQTT_USER", ""),
                                         "password": self.env.get("MQTT_PASS", "")}
-        self.mqtt["server"] = args.mqtt_server or (self.mqtt.get("servers") or [None])[0] \
+        servers = self.mqtt.get("servers")
+        self.mqtt["server"] = args.mqtt_server or \
+            (str(servers[0]) if isinstance(servers, list) and servers else None) \
             or self.env.get("MQTT_SERVER")
 
 
 # ---------------------------------------------------------------- the checks
 
 def _run(argv: list[str], timeout: float) -> tuple[int, str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
 def parse_source(spec: str | None) -> tuple[str, str]:
-    """`run --source SPEC` as tigo-execd reads it: ("serial"|"tcp"|"taptap_cmd"|"jsonl", value)."""
+    """`run --source SPEC` as tigo-execd reads it: ("serial"|"tcp"|"taptap_cmd"|"jsonl", value).
+
+    ("invalid", spec) for what is no source; ("unsplittable", shlex's reason) for a cmd: line that
+    cannot be split into words (an unbalanced quote), so that no caller has to split it unguarded.
+    """
     if not spec:
         return "", ""
     try:
-        return parse_source_spec(spec)
+        kind, value = parse_source_spec(spec)
     except ValueError:
         return "invalid", spec
+    if kind == "taptap_cmd":
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            return "unsplittable", str(exc).lower()
+    return kind, value
 
 
 def check_taptap(taptap: str, source: str | None, timeout: float) -> Check:
@@ -271,7 +311,7 @@ class ServiceUser:
     gids: dict[int, str]  # gid -> how it is granted
 
     @classmethod
-    def lookup(cls, name: str, unit_dir: Path) -> "ServiceUser | None":
+    def lookup(cls, name: str, unit_dir: Path) -> ServiceUser | None:
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
@@ -281,7 +321,11 @@ class ServiceUser:
             if name in g.gr_mem:
                 gids.setdefault(g.gr_gid, "/etc/group")
         for conf in sorted(unit_dir.glob("*.conf")) if unit_dir.is_dir() else []:
-            for line in conf.read_text().splitlines():
+            try:
+                text = conf.read_text()
+            except (OSError, UnicodeDecodeError):
+                continue  # systemd cannot use it either
+            for line in text.splitlines():
                 key, _, value = line.strip().partition("=")
                 if key.strip() != "SupplementaryGroups":
                     continue
@@ -308,6 +352,20 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_fix(group: str, user: str) -> str:
+    """Two ways to give the service user the serial port's group: /etc/group or our drop-in."""
+    return (f"sudo usermod -aG {group} {user} (or install {DROP_IN} as "
+            "/etc/systemd/system/telegraf.service.d/tigo-execd.conf and run sudo systemctl "
+            "daemon-reload), then sudo systemctl restart telegraf")
 
 
 def _under_telegraf(pid: str) -> bool:
@@ -340,18 +398,22 @@ def serial_port(source: str | None) -> str | None:
 def check_source(source: str | None, user: ServiceUser | None, timeout: float) -> Check:
     """The serial port exists, the service may open it, nobody else has it; or the converter answers."""
     kind, value = parse_source(source)
+    if kind == "unsplittable":
+        return fail("source", f"TIGO_SOURCE {source!r} is not a command line: {value}",
+                    "close the quote (or remove it) in TIGO_SOURCE in /etc/default/telegraf; "
+                    "quote the whole value: TIGO_SOURCE=\"cmd:taptap observe --serial /dev/ttyUSB0\"")
     if kind in ("", "invalid"):
         return fail("source", f"TIGO_SOURCE {value!r} is not a source" if value else
                     "no source configured", "set TIGO_SOURCE in /etc/default/telegraf "
                     "(a /dev/serial/by-id/... path or tcp://HOST:PORT)")
     if kind == "tcp":
         try:
-            host, port = parse_host_port(value)
-            socket.create_connection((host, port), timeout=timeout).close()
+            host, tcp_port = parse_host_port(value)
+            socket.create_connection((host, tcp_port), timeout=timeout).close()
         except (OSError, ValueError) as exc:
             return fail("source", f"converter {value} not reachable: {exc}",
                         "check the converter's address and port and that it is in TCP server mode")
-        return ok("source", f"converter {host}:{port} accepts connections")
+        return ok("source", f"converter {host}:{tcp_port} accepts connections")
     if kind == "jsonl":
         if value != "-" and not os.access(value, os.R_OK):
             return fail("source", f"{value} cannot be read", "check the path in TIGO_SOURCE")
@@ -366,12 +428,10 @@ def check_source(source: str | None, user: ServiceUser | None, timeout: float) -
         return fail("source", f"{port} does not exist",
                     "plug in the RS-485 adapter and set TIGO_SOURCE to one of: "
                     + (", ".join(by_id) if by_id else "(none found in /dev/serial/by-id/)"))
-    mode = f"{stat.filemode(st.st_mode)} {pwd.getpwuid(st.st_uid).pw_name}:{_group_name(st.st_gid)}"
+    mode = f"{stat.filemode(st.st_mode)} {_user_name(st.st_uid)}:{_group_name(st.st_gid)}"
     if user is not None and not user.can_open(st):
-        group = _group_name(st.st_gid)
         return fail("source", f"{port} ({mode}) cannot be opened by user {user.name}",
-                    f"sudo usermod -aG {group} {user.name} (or install telegraf-dialout.conf as a "
-                    f"systemd drop-in), then sudo systemctl restart telegraf")
+                    _group_fix(_group_name(st.st_gid), user.name))
     holders = _holders(port)
     try:
         os.close(os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
@@ -389,15 +449,25 @@ def check_source(source: str | None, user: ServiceUser | None, timeout: float) -
 
 
 def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Check]:
-    """Reachable, credentials accepted, database present."""
-    url, db = conf["urls"][0], conf["database"]
+    """An HTTP URL, reachable, credentials accepted, database present."""
+    urls = conf.get("urls")
+    url = str(urls[0]) if isinstance(urls, list) and urls else "http://localhost:8086"  # Telegraf's
+    db = str(conf.get("database") or "telegraf")  # defaults
+    not_checked = [skip("influxdb auth", "not checked"), skip("influxdb database", "not checked")]
+    if "://" not in url:
+        bare = _without_credentials("http://" + url).removeprefix("http://")
+        return [fail("influxdb", f"URL {bare!r} has no scheme: add http://",
+                     f"INFLUX_URL=http://{bare} in /etc/default/telegraf")] + not_checked
+    if (scheme := urlsplit(url).scheme) not in ("http", "https"):
+        return [fail("influxdb", f"URL {_without_credentials(url)!r}: {scheme}:// is not InfluxDB's "
+                     "HTTP API", "INFLUX_URL=http://HOST:8086 (or https://) in "
+                     "/etc/default/telegraf")] + not_checked
     client = Influx(url, db, conf.get("username") or None, conf.get("password") or None, timeout)
     try:
         client.ping()
     except InfluxError as exc:
         return [fail("influxdb", str(exc), "start it (sudo systemctl start influxdb) or set "
-                     "INFLUX_URL in /etc/default/telegraf"),
-                skip("influxdb auth", "not checked"), skip("influxdb database", "not checked")]
+                     "INFLUX_URL in /etc/default/telegraf")] + not_checked
     out = [ok("influxdb", f"{client.url} answers")]  # the URL without any user:password@
     try:
         series = client.query("SHOW DATABASES")
@@ -417,6 +487,12 @@ def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Check]:
     else:
         out.append(ok("influxdb database", f"{db!r} exists"))
     return out
+
+
+def _without_credentials(url: str) -> str:
+    """The URL without any user:password@ (a message never quotes a password)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
 def _mqtt_string(text: str) -> bytes:
@@ -468,7 +544,11 @@ def check_mqtt(conf: Mapping[str, Any], timeout: float) -> Check:
     if not server:
         return skip("mqtt", "no broker configured (the health instance is not set up)")
     parts = urlsplit(server if "://" in server else "tcp://" + server)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+    try:
+        host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+    except ValueError as exc:  # a port that is no number
+        return fail("mqtt", f"{_without_credentials(parts.geturl())!r} is not a broker address: "
+                    f"{exc}", "set MQTT_SERVER=tcp://HOST:1883 in /etc/default/telegraf")
     if parts.scheme not in ("tcp", "mqtt"):
         try:
             socket.create_connection((host, port), timeout=timeout).close()
@@ -501,9 +581,11 @@ def check_confs(setup: Setup, config_directory: str) -> list[Check]:
         for kind, table in plugins(doc):
             if kind in known and (bad := unknown_options(kind, table, known)):
                 problems.append(f"{kind}: unknown option(s) {', '.join(bad)}")
-            if kind == "inputs.execd" and table.get("command"):
-                program = str(table["command"][0])
-                tigo = tigo or table["command"][1:2] == ["run"]  # the data input, not the watchdog
+            if kind == "inputs.execd" and "command" in table and not command_of(table):
+                problems.append("inputs.execd: command is not a list [program, arguments...]")
+            if kind == "inputs.execd" and (command := command_of(table)):
+                program = command[0]
+                tigo = tigo or command[1:2] == ["run"]  # the data input, not the watchdog
                 found = shutil.which(program, path=SERVICE_PATH) if "/" not in program else program
                 if not found or not os.access(found, os.X_OK):
                     problems.append(f"inputs.execd program {program} does not exist, so Telegraf "
@@ -519,6 +601,69 @@ def check_confs(setup: Setup, config_directory: str) -> list[Check]:
     return out
 
 
+def tigo_metrics_sent(table: Mapping[str, Any]) -> list[str]:
+    """The Tigo metrics an output receives without having asked for them.
+
+    Telegraf's metric filter (models/filter.go in https://github.com/influxdata/telegraf): an
+    output with no filter gets every metric; `namepass` (globs on the metric name) keeps only
+    those matching, `namedrop` removes those matching. An output that selects its metrics itself
+    (namepass, tagpass or metricpass) is taken at its word; otherwise whatever namedrop does not
+    remove reaches it. Globs are matched like fnmatch (`*`, `?`, `[...]`), which covers the
+    glob library Telegraf uses except its `{a,b}` alternatives.
+    """
+    if any(table.get(key) for key in ("namepass", "tagpass", "metricpass")):
+        return []
+    drops = table.get("namedrop")
+    drops = [str(g) for g in drops] if isinstance(drops, list) else []
+    return [m for m in TIGO_METRICS if not any(fnmatch.fnmatchcase(m, g) for g in drops)]
+
+
+def _header_lines(path: Path, kind: str) -> list[int]:
+    """The line numbers of each `[[kind]]` header in a config file, in order."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    header = re.compile(rf"^[ \t]*\[\[[ \t]*{re.escape(kind)}[ \t]*\]\]", re.MULTILINE)
+    return [text.count("\n", 0, m.start()) + 1 for m in header.finditer(text)]
+
+
+def check_outputs(setup: Setup, config: str) -> list[Check]:
+    """No other output of the main Telegraf also writes the Tigo metrics (a stock telegraf.conf's
+    [[outputs.influxdb]] would put them into its `telegraf` database too)."""
+    out, leaks, fixes, outputs = [], [], [], 0
+    for path, doc, error in setup.main:
+        if doc is None:
+            if str(path) == config:  # telegraf.d's files have their own line (check_confs)
+                out.append(fail(path.name, error, f"fix the TOML in {path}"))
+            continue
+        seen: dict[str, int] = {}
+        for kind, table in plugins(doc):
+            if not kind.startswith("outputs.") or kind == "outputs.discard":
+                continue
+            outputs += 1
+            seen[kind] = n = seen.get(kind, 0) + 1
+            if not (metrics := tigo_metrics_sent(table)):
+                continue
+            lines = _header_lines(path, kind)
+            where = f"[[{kind}]] #{n}" + (f" (line {lines[n - 1]})" if len(lines) >= n else "")
+            into = f", database {table.get('database') or 'telegraf'!r}" \
+                if kind == "outputs.influxdb" else ""
+            leaks.append(f"{', '.join(metrics)} also go to {where} of {path}{into}")
+            fixes.append(f'add "tigo_*" to the namedrop list of {where} of {path}'
+                         if table.get("namedrop") else
+                         f'add namedrop = ["tigo_*"] to {where} of {path} (below its header line)')
+    if leaks:
+        out.append(fail("outputs", "; ".join(leaks), "; ".join(fixes)))
+    elif not Path(config).exists():
+        out.append(skip("outputs", f"{config} not found: the main Telegraf config's outputs are "
+                        "not checked"))
+    else:
+        out.append(ok("outputs", f"none of the {outputs} other outputs gets the Tigo metrics "
+                      "unasked"))
+    return out
+
+
 def check_groups(user: ServiceUser | None, user_name: str, port: str | None) -> Check:
     if user is None:
         return fail("groups", f"no user {user_name!r}", "install Telegraf from InfluxData's "
@@ -528,14 +673,15 @@ def check_groups(user: ServiceUser | None, user_name: str, port: str | None) -> 
     try:
         gid = os.stat(port).st_gid
     except OSError:
-        gid = grp.getgrnam("dialout").gr_gid
+        try:
+            gid = grp.getgrnam("dialout").gr_gid
+        except KeyError:
+            return skip("groups", f"{port} does not exist and there is no group dialout")
     name = _group_name(gid)
     if user.uid == 0 or gid in user.gids:
         how = "root" if user.uid == 0 else user.gids[gid]
         return ok("groups", f"{user.name} has group {name} ({how})")
-    return fail("groups", f"{user.name} is not in group {name}",
-                f"sudo usermod -aG {name} {user.name} (or install telegraf-dialout.conf as a "
-                "systemd drop-in), then sudo systemctl restart telegraf")
+    return fail("groups", f"{user.name} is not in group {name}", _group_fix(name, user.name))
 
 
 def run_checks(args: argparse.Namespace) -> Iterator[Check]:
@@ -546,8 +692,13 @@ def run_checks(args: argparse.Namespace) -> Iterator[Check]:
     yield check_taptap(args.taptap, setup.source, args.timeout)
     yield check_source(setup.source, user, args.timeout)
     yield from check_influx(setup.influx, args.timeout)
-    yield check_mqtt(setup.mqtt, args.timeout)
+    if args.mqtt_server or Path(args.health_config).exists():
+        yield check_mqtt(setup.mqtt, args.timeout)
+    else:
+        yield skip("mqtt", f"the health instance is not installed ({args.health_config} not "
+                   "found): no broker needed")
     yield from check_confs(setup, args.config_directory)
+    yield from check_outputs(setup, args.config)
     yield check_groups(user, args.user, serial_port(setup.source))
 
 
@@ -557,6 +708,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.splitlines()[0])
     p.add_argument("--env-file", default="/etc/default/telegraf",
                    help="the services' environment (default: /etc/default/telegraf)")
+    p.add_argument("--config", default="/etc/telegraf/telegraf.conf",
+                   help="Telegraf's main config (default: /etc/telegraf/telegraf.conf)")
     p.add_argument("--config-directory", default="/etc/telegraf/telegraf.d",
                    help="Telegraf's drop-in directory (default: /etc/telegraf/telegraf.d)")
     p.add_argument("--health-config", default="/etc/telegraf/tigo-health.conf",
