@@ -386,9 +386,19 @@ def test_bad_files_get_a_message_not_a_traceback(site, name, write, expected):
     """Files the doctor parses, each broken in a way that used to raise (the helper asserts an
     empty stderr)."""
     write(site["etc"])
-    (site["etc"] / "units" / "broken.conf").mkdir()  # unreadable unit drop-in: systemd skips it too
     rc, checks = doctor(site)
     assert rc == 1 and checks[name].startswith("FAIL") and expected in checks[name], checks[name]
+
+
+def test_unreadable_unit_drop_ins_are_passed_over(site):
+    """As systemd does; the readable one still gives the group."""
+    units = site["etc"] / "units"
+    (units / "a.conf").mkdir()
+    (units / "b.conf").write_bytes(b"[Service]\nSupplementaryGroups=\xff\n")
+    shutil.copy(DROP_IN, units / "tigo-execd.conf")
+    rc, checks = doctor(site, "--user", "nobody")
+    assert rc == 0 and checks["groups"] == (f"ok    groups: nobody has group dialout "
+                                            f"({units / 'tigo-execd.conf'})")
 
 
 # ---------------------------------------------------------------- InfluxDB URL without a scheme
@@ -407,3 +417,18 @@ def test_influx_url_without_scheme(site, influxd):
     assert rc == 1 and f"'ftp://{bare}': ftp:// is not InfluxDB's HTTP API" in checks["influxdb"]
     rc, checks = doctor(site, "--influx-url", f"http://{bare}")  # the fix, as the line says
     assert rc == 0 and checks["influxdb"].startswith("ok")
+    for url, detail in ((f"http://{bare.split(':')[0]}:x", "Port could not be cast to integer"),
+                        ("http://admin:secret@[::1", "Invalid IPv6 URL")):
+        rc, checks = doctor(site, "--influx-url", url)
+        assert rc == 1 and detail in checks["influxdb"] and "secret" not in checks["influxdb"]
+        assert "fix: INFLUX_URL=http://HOST:8086 in /etc/default/telegraf" in checks["influxdb"]
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "3s"])
+def test_timeout_must_be_seconds_above_zero(timeout):
+    result = subprocess.run(tigo_execd_argv("doctor", "--timeout", timeout), check=False,
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 64 and result.stdout == ""
+    assert result.stderr == (f"E! tigo-execd doctor: argument --timeout: {timeout!r} is not a "
+                             "number of seconds above 0 (see: tigo-execd doctor --help)\n")

@@ -1,11 +1,12 @@
 """`tigo-execd doctor`: checks a Telegraf + tigo-execd install in the order a person would.
 
-taptap, the bus source, InfluxDB, the MQTT broker, the telegraf.d files, the telegraf user's
-groups: one line per check, and for each failure the command or edit that fixes it. It judges
-from the service's point of view, not the caller's: the environment is /etc/default/telegraf
-(what systemd gives Telegraf), commands are looked up on the service's PATH, and the serial port's
-permissions are checked for the telegraf user with the groups systemd gives it. Run it with sudo
-so that it can read /etc/default/telegraf. Exit 0 when every check passes, 1 otherwise.
+taptap, the bus source, InfluxDB, the MQTT broker (when the health instance is installed), the
+telegraf.d files, the other outputs of the main Telegraf (telegraf.conf's stock InfluxDB output
+would take the Tigo metrics too), the telegraf user's groups: one line per check, and for each
+failure the command or edit that fixes it. It judges from the service's point of view, not the
+caller's: the environment is /etc/default/telegraf (what systemd gives Telegraf), commands are
+looked up on the service's PATH, and the serial port's permissions are checked for the telegraf
+user with the groups systemd gives it. Run it with sudo so that it can read /etc/default/telegraf. Exit 0 when every check passes, 1 otherwise.
 
 The Telegraf-side rules (`${VAR}` only in TOML strings, unknown option names refused) follow
 Telegraf 1.38+; the option names per plugin ship in tigo_execd/data/telegraf-plugin-options.json.
@@ -448,20 +449,36 @@ def check_source(source: str | None, user: ServiceUser | None, timeout: float) -
     return ok("source", f"{port} ({mode}) can be opened by {user.name if user else 'the service'}")
 
 
+def influx_url_problem(url: str) -> Check | None:
+    """What makes a URL no InfluxDB HTTP URL, said before any connection is tried."""
+    if "://" not in url:
+        try:
+            bare = _without_credentials("http://" + url).removeprefix("http://")
+        except ValueError:
+            bare = "HOST:8086"
+        return fail("influxdb", f"URL {bare!r} has no scheme: add http://",
+                    f"INFLUX_URL=http://{bare} in /etc/default/telegraf")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises for a port that is no number
+    except ValueError as exc:
+        return fail("influxdb", f"URL {url.rsplit('@', 1)[-1]!r} is not a URL: {exc}",
+                    "INFLUX_URL=http://HOST:8086 in /etc/default/telegraf")
+    if parts.scheme not in ("http", "https"):
+        return fail("influxdb", f"URL {_without_credentials(url)!r}: {parts.scheme}:// is not "
+                    "InfluxDB's HTTP API", "INFLUX_URL=http://HOST:8086 (or https://) in "
+                    "/etc/default/telegraf")
+    return None
+
+
 def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Check]:
     """An HTTP URL, reachable, credentials accepted, database present."""
     urls = conf.get("urls")
     url = str(urls[0]) if isinstance(urls, list) and urls else "http://localhost:8086"  # Telegraf's
     db = str(conf.get("database") or "telegraf")  # defaults
     not_checked = [skip("influxdb auth", "not checked"), skip("influxdb database", "not checked")]
-    if "://" not in url:
-        bare = _without_credentials("http://" + url).removeprefix("http://")
-        return [fail("influxdb", f"URL {bare!r} has no scheme: add http://",
-                     f"INFLUX_URL=http://{bare} in /etc/default/telegraf")] + not_checked
-    if (scheme := urlsplit(url).scheme) not in ("http", "https"):
-        return [fail("influxdb", f"URL {_without_credentials(url)!r}: {scheme}:// is not InfluxDB's "
-                     "HTTP API", "INFLUX_URL=http://HOST:8086 (or https://) in "
-                     "/etc/default/telegraf")] + not_checked
+    if problem := influx_url_problem(url):
+        return [problem] + not_checked
     client = Influx(url, db, conf.get("username") or None, conf.get("password") or None, timeout)
     try:
         client.ping()
@@ -543,12 +560,12 @@ def check_mqtt(conf: Mapping[str, Any], timeout: float) -> Check:
     server = conf.get("server")
     if not server:
         return skip("mqtt", "no broker configured (the health instance is not set up)")
-    parts = urlsplit(server if "://" in server else "tcp://" + server)
     try:
+        parts = urlsplit(server if "://" in server else "tcp://" + server)
         host, port = parts.hostname or "127.0.0.1", parts.port or 1883
-    except ValueError as exc:  # a port that is no number
-        return fail("mqtt", f"{_without_credentials(parts.geturl())!r} is not a broker address: "
-                    f"{exc}", "set MQTT_SERVER=tcp://HOST:1883 in /etc/default/telegraf")
+    except ValueError as exc:  # a port that is no number, an unclosed [IPv6
+        return fail("mqtt", f"{server.rsplit('@', 1)[-1]!r} is not a broker address: {exc}",
+                    "set MQTT_SERVER=tcp://HOST:1883 in /etc/default/telegraf")
     if parts.scheme not in ("tcp", "mqtt"):
         try:
             socket.create_connection((host, port), timeout=timeout).close()
@@ -634,7 +651,7 @@ def check_outputs(setup: Setup, config: str) -> list[Check]:
     out, leaks, fixes, outputs = [], [], [], 0
     for path, doc, error in setup.main:
         if doc is None:
-            if str(path) == config:  # telegraf.d's files have their own line (check_confs)
+            if path == Path(config):  # telegraf.d's files have their own line (check_confs)
                 out.append(fail(path.name, error, f"fix the TOML in {path}"))
             continue
         seen: dict[str, int] = {}
@@ -659,8 +676,8 @@ def check_outputs(setup: Setup, config: str) -> list[Check]:
         out.append(skip("outputs", f"{config} not found: the main Telegraf config's outputs are "
                         "not checked"))
     else:
-        out.append(ok("outputs", f"none of the {outputs} other outputs gets the Tigo metrics "
-                      "unasked"))
+        out.append(ok("outputs", f"no output gets the Tigo metrics without asking for them "
+                      f"({outputs} checked)"))
     return out
 
 
@@ -702,6 +719,17 @@ def run_checks(args: argparse.Namespace) -> Iterator[Check]:
     yield check_groups(user, args.user, serial_port(setup.source))
 
 
+def seconds(text: str) -> float:
+    """A --timeout: a finite number above 0 (sockets refuse the rest with a traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check taptap, the source, InfluxDB, MQTT, the Telegraf "
                        "files and the telegraf user; print a fix for each problem",
@@ -724,7 +752,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unit-dir", default="/etc/systemd/system/telegraf.service.d",
                    help="telegraf.service's drop-in directory, for SupplementaryGroups= "
                         "(default: /etc/systemd/system/telegraf.service.d)")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default: 3)")
+    p.add_argument("--timeout", type=seconds, default=3.0,
+                   help="seconds per network check (default: 3)")
     add_log_level(p)
     p.set_defaults(func=main)
 
