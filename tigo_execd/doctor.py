@@ -6,7 +6,8 @@ would take the Tigo metrics too), the telegraf user's groups: one line per check
 failure the command or edit that fixes it. It judges from the service's point of view, not the
 caller's: the environment is /etc/default/telegraf (what systemd gives Telegraf), commands are
 looked up on the service's PATH, and the serial port's permissions are checked for the telegraf
-user with the groups systemd gives it. Run it with sudo so that it can read /etc/default/telegraf. Exit 0 when every check passes, 1 otherwise.
+user with the groups systemd gives it. Run it with sudo so that it can read /etc/default/telegraf.
+Exit 0 when every check passes, 1 otherwise.
 
 The Telegraf-side rules (`${VAR}` only in TOML strings, unknown option names refused) follow
 Telegraf 1.38+; the option names per plugin ship in tigo_execd/data/telegraf-plugin-options.json.
