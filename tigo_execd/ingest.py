@@ -124,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
         args.state_file = Path("")
     identity = Identity.from_args(args)
     converter = Converter(args.measurement, identity.registry, time_shift_ns=source.time_shift_ns)
+    identity.counters = converter.counters
     clock = None
     if args.clock_check == "on" or (args.clock_check == "auto" and dated_here(source)):
         converter.time_check, clock = TimeCheck(), ClockWatch()
