@@ -308,11 +308,9 @@ def test_names_file_separated_by_semicolons_or_tabs_says_so(tmp_path: Path) -> N
     child.wait_stderr(b"0 nodes named")
     stop(child)
     warnings = [l for l in child.stderr_lines() if l.startswith("W! ")]
-    assert warnings == [
-        f"W! {names} lines 1, 2: fields separated by ';'; the names file is comma-separated "
-        "(save it as CSV with commas), e.g. 4-A2346FZ,east-1,east (row skipped)",
-        f"W! {names} line 3: fields separated by tabs; the names file is comma-separated "
-        "(save it as CSV with commas), e.g. 4-A2346FZ,east-1,east (row skipped)"]
+    advice = "the names file is comma-separated (save it as CSV with commas), e.g. 4-A2346FZ,east-1,east"
+    assert warnings == [f"W! {names} lines 1, 2: fields separated by ';'; {advice} (row skipped)",
+                        f"W! {names} line 3: fields separated by tabs; {advice} (row skipped)"]
 
 
 def test_unknown_name_rows_are_only_told_after_the_nodes_had_a_cycle_to_report(tmp_path: Path) -> None:
@@ -329,7 +327,7 @@ def test_unknown_name_rows_are_only_told_after_the_nodes_had_a_cycle_to_report(t
     out = stop(child)
     assert tags(out[1])["panel"] == "east-2"
     told = [l for l in child.stderr_lines() if "have not reported" in l]
-    assert told == [f"I! {names}: 1 rows name nodes that have not reported while the others did "
-                    "(lines 4); a gateway,node row applies once that node reports, a barcode row "
-                    "once taptap has learnt the barcode (the CCA sends it when it reads its node "
-                    "table): check these rows"]
+    assert told == [(f"I! {names}: 1 rows name nodes that have not reported while the others did "
+                     "(lines 4); a gateway,node row applies once that node reports, a barcode row "
+                     "once taptap has learnt the barcode (the CCA sends it when it reads its node "
+                     "table): check these rows")]
