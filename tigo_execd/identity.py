@@ -65,8 +65,9 @@ def state_path(arg: Path | None) -> Path | None:
     return None if str(arg) in ("", ".") else arg
 
 
-def load_state(registry: Registry, path: Path) -> None:
-    """Fill the registry from the state file; any problem is a W! line and an empty start."""
+def load_state(registry: Registry, path: Path, whose: str = "") -> None:
+    """Fill the registry from the state file; any problem is a W! line and an empty start.
+    `whose` follows the path in the I! line (which registry a command reads)."""
     try:
         doc = orjson.loads(path.read_bytes())
         bad = registry.load_json(doc)
@@ -79,7 +80,7 @@ def load_state(registry: Registry, path: Path) -> None:
         return
     if bad:
         log.warn(f"node registry {path}: skipped {bad} malformed entries")
-    log.info(f"node registry {path}: {len(registry.nodes)} nodes, "
+    log.info(f"node registry {path}{whose}: {len(registry.nodes)} nodes, "
              f"{sum(1 for n in registry.nodes.values() if 'barcode' in n)} with a barcode")
 
 
