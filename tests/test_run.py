@@ -5,6 +5,7 @@ The fake taptap (tests/fake_taptap.py) crashes, hangs, writes to stderr and exit
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import tigo_execd_argv
 from proc import FAKE_TAPTAP, Child, pid_alive
+from tigo_execd.log import Log
 
 DATA = Path(__file__).parent / "data"
 PREFIXES = ("E! ", "W! ", "I! ", "D! ")
@@ -284,3 +286,19 @@ def test_jsonl_with_reports_does_not_warn_about_captures():
     child = run("--jsonl", str(DATA / "taptap-fork.jsonl"), "--stats-interval", "0")
     assert child.finish() == 0
     assert b"--replay" not in child.err
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_suppressed_counts_are_debug_lines_shown_only_at_debug(level):
+    """The count of rate-limited messages is a D! line: at --log-level info it is not written."""
+    now = [0.0]
+    out = io.StringIO()
+    log = Log(level, out, clock=lambda: now[0])
+    for _ in range(3):
+        log.warn("rejected a taptap line", key="invalid:x")
+    now[0] = 61.0
+    log.report_suppressed()
+    expected = ["W! rejected a taptap line"]
+    if level == "debug":
+        expected.append("D! 2 more messages of kind 'invalid:x' were suppressed")
+    assert out.getvalue().splitlines() == expected
