@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import grp
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -31,6 +33,7 @@ FIRST, SECOND = b"".join(BUS.splitlines(True)[:5]), b"".join(BUS.splitlines(True
 PREFIXES = ("E! ", "W! ", "I! ", "D! ")
 # Root ignores file permissions; without CAP_DAC_OVERRIDE it is held to them like anyone else.
 NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+NOBODY, DIALOUT = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("dialout").gr_gid
 
 
 class Run:
@@ -230,12 +233,13 @@ def test_taptap_crash_while_the_port_stays_open(tmp_path):
 def test_permission_denied_names_dialout_once_then_opens(tmp_path):
     async def scenario():
         pty = Pty()
-        os.chmod(pty.path, 0)
+        os.chown(pty.path, NOBODY, DIALOUT)  # as udev sets up a USB adapter, the user not in dialout
+        os.chmod(pty.path, 0o660)
         async with run_bridge(tmp_path, "--serial", pty.path, prefix=NO_DAC) as run:
             await run.wait_err(f"E! no permission to open {pty.path}: add the user running "
                                f"tigo-execd to group dialout (`sudo usermod -aG dialout $USER`".encode())
             await run.wait_err(f"D! no permission to open {pty.path}".encode())  # the retry
-            os.chmod(pty.path, 0o660)
+            os.chmod(pty.path, 0o666)
             await run.wait_err(b"open: relaying", timeout=15)
             pty.write(BUS)
             await run.wait_reports(10)

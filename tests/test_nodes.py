@@ -188,3 +188,33 @@ def test_influx_errors_exit_codes(influxd_auth, influx_db) -> None:
     assert r.returncode == 0 and "W! no reports" in r.stderr
     r = run_nodes(influx_db, "--hours", "0")
     assert r.returncode == 64
+
+
+def test_by_hand_the_services_registry_is_read_and_named(day_db, tmp_path, monkeypatch, capsys) -> None:
+    """A person runs `nodes` with their own ~/.local/state, the service keeps its registry in
+    /var/lib/tigo-execd: the service's is what they mean; --state-file and the unit's own
+    STATE_DIRECTORY still win."""
+    from tigo_execd import cli, nodes
+
+    service = tmp_path / "var-lib" / "registry.json"
+    service.parent.mkdir()
+    service.write_text(orjson.dumps({"version": 1, "gateways": {}, "nodes": {
+        "4609": {"9": {"barcode": "4-A23471V"}}}}).decode())
+    monkeypatch.setattr(nodes, "SERVICE_STATE_FILE", service)
+    base = ["nodes", "--influx-url", day_db.url, "--db", day_db.db, "--until", "2026-06-21T20:00:30Z",
+            "--format", "json"]
+
+    def listed(*args: str) -> tuple[set[tuple[str, str]], str]:
+        assert cli.main([*base, *args]) == 0
+        out, err = capsys.readouterr()
+        return {(n["gateway_id"], n["node_id"]) for n in orjson.loads(out)["nodes"]}, err
+
+    found, err = listed()
+    assert ("4609", "9") in found and len(found) == 6
+    assert err.splitlines() == [(f"I! node registry {service} (the tigo-execd service's; "
+                                 "--state-file FILE reads another): 1 nodes, 1 with a barcode")]
+    found, err = listed("--state-file", "")
+    assert ("4609", "9") not in found and str(service) not in err
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "unit"))
+    found, err = listed()
+    assert ("4609", "9") not in found and str(service) not in err

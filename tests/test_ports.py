@@ -7,12 +7,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import subprocess
 from pathlib import Path
 
 from conftest import tigo_execd_argv
 from proc import ROOT
-from test_bridge import NO_DAC, Pty
+from test_bridge import DIALOUT, NO_DAC, NOBODY, Pty
 from tigo_execd import ports
 
 BY_ID_NAME = "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
@@ -62,7 +63,8 @@ def fake_machine(tmp_path: Path) -> tuple[Path, dict[str, Pty]]:
 
 def test_ports_lists_real_ports_with_usb_ids_by_id_names_and_access(tmp_path):
     root, ptys = fake_machine(tmp_path)
-    os.chmod(ptys["ttyACM0"].path, 0)
+    os.chown(ptys["ttyACM0"].path, NOBODY, DIALOUT)
+    os.chmod(ptys["ttyACM0"].path, 0o660)
     holder = os.open(ptys["ttyUSB1"].path, os.O_RDWR | os.O_NOCTTY)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
@@ -127,3 +129,25 @@ def test_error_kinds_come_from_real_os_errors(tmp_path):
     finally:
         os.close(other)
         os.close(fd)
+
+
+def test_a_device_no_group_may_open_gets_a_udev_rule_not_dialout(tmp_path):
+    """root:root 0600 (an adapter no udev rule knows): joining dialout would change nothing."""
+    root, ptys = fake_machine(tmp_path)
+    os.chown(ptys["ttyUSB0"].path, NOBODY, 0)
+    os.chmod(ptys["ttyUSB0"].path, 0o600)
+    result = subprocess.run([*NO_DAC, *tigo_execd_argv("ports", "--root", str(root))],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rule = 'SUBSYSTEM=="tty", KERNEL=="ttyUSB[0-9]*", GROUP="dialout", MODE="0660"'
+    pts = os.path.basename(ptys["ttyUSB0"].path)  # the rule names the kernel's name of the device
+    rule = rule.replace("ttyUSB[0-9]*", re.sub(r"\d+$", "[0-9]*", pts))
+    assert lines[lines.index("/dev/ttyUSB0   0403:6001  FTDI FT232R USB UART  <- likely RS-485 "
+                             "adapter (FTDI)") + 1] == (
+        "    open: permission denied (nobody:root 0600: no group may open it; a udev rule must "
+        f"give it group dialout: {rule})")
+    msg = ports.explain(str(root / "dev/ttyUSB0"), PermissionError(errno.EACCES, "denied"))
+    assert "join" not in msg and "so no group may open it: add a udev rule" in msg
+    assert f"/etc/udev/rules.d/99-rs485.rules with {rule}" in msg and "udevadm trigger" in msg

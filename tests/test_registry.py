@@ -247,7 +247,7 @@ def test_names_file_edits_are_picked_up_live(tmp_path: Path) -> None:
     names = tmp_path / "names.csv"
     names.write_text("4-A2346FZ,east-1,east\n4609,3,east-2\nwrong line\n")
     child = run_ingest("--state-file", "", "--names", str(names))
-    child.wait_stderr(b"2 rows name nodes not seen yet (lines 1, 2)")
+    child.wait_stderr(b"2 nodes named")
     assert b"line 3: 'wrong line' is neither a barcode nor a gateway id (row skipped)" in child.err
     feed(child, infra({"2": {"barcode": "4-A2346FZ"}}), fork_power(2), fork_power(3))
     child.wait_for(lambda: child.out.count(b"\n") == 2, 10, "two reports")
@@ -299,3 +299,35 @@ def test_missing_names_file_warns_and_applies_once_created(tmp_path: Path) -> No
     feed(child, fork_power(2))
     child.wait_stdout(b"panel=late")
     stop(child)
+
+
+def test_names_file_separated_by_semicolons_or_tabs_says_so(tmp_path: Path) -> None:
+    names = tmp_path / "names.csv"
+    names.write_text("barcode;panel;string\n4-A2346FZ;east-1;east\n4609\t3\teast-2\n")
+    child = run_ingest("--state-file", "", "--names", str(names))
+    child.wait_stderr(b"0 nodes named")
+    stop(child)
+    warnings = [l for l in child.stderr_lines() if l.startswith("W! ")]
+    advice = "the names file is comma-separated (save it as CSV with commas), e.g. 4-A2346FZ,east-1,east"
+    assert warnings == [f"W! {names} lines 1, 2: fields separated by ';'; {advice} (row skipped)",
+                        f"W! {names} line 3: fields separated by tabs; {advice} (row skipped)"]
+
+
+def test_unknown_name_rows_are_only_told_after_the_nodes_had_a_cycle_to_report(tmp_path: Path) -> None:
+    """At start nothing has reported: rows are judged once a node has reported twice since."""
+    names = tmp_path / "names.csv"
+    names.write_text("# barcode or ids\n4-A2346FZ,east-1\n4609,3,east-2\n4609,99,typo\n")
+    child = run_ingest("--state-file", "", "--names", str(names))
+    child.wait_stderr(b"3 nodes named")
+    feed(child, infra({"2": {"barcode": "4-A2346FZ"}}), fork_power(2), fork_power(3))
+    child.wait_for(lambda: child.out.count(b"\n") == 2, 10, "two reports")
+    assert b"have not reported" not in child.err
+    feed(child, fork_power(2, second=21))  # a second cycle begins: every node had its turn
+    child.wait_stderr(b"have not reported")
+    out = stop(child)
+    assert tags(out[1])["panel"] == "east-2"
+    told = [l for l in child.stderr_lines() if "have not reported" in l]
+    assert told == [(f"I! {names}: 1 rows name nodes that have not reported while the others did "
+                     "(lines 4); a gateway,node row applies once that node reports, a barcode row "
+                     "once taptap has learnt the barcode (the CCA sends it when it reads its node "
+                     "table): check these rows")]

@@ -5,14 +5,19 @@ The fake taptap (tests/fake_taptap.py) crashes, hangs, writes to stderr and exit
 
 from __future__ import annotations
 
+import io
+import random
+import re
 import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from conftest import tigo_execd_argv
 from proc import FAKE_TAPTAP, Child, pid_alive
+from tigo_execd.log import Log
 
 DATA = Path(__file__).parent / "data"
 PREFIXES = ("E! ", "W! ", "I! ", "D! ")
@@ -208,3 +213,92 @@ def test_demo_is_a_day_ending_now(tmp_path):
     assert len(nodes) >= 20 and len({n[0] for n in nodes}) == 3
     assert sum("barcode=" in l for l in lines) > 10_000
     assert not state.exists()  # its made-up optimizers never enter the user's node registry
+
+
+# ---------------------------------------------------------------- the first day on a real Pi
+
+
+@pytest.mark.parametrize("value", ["", "  "], ids=["empty", "blank"])
+@pytest.mark.parametrize("option", ["--source", "--jsonl", "--taptap-cmd", "--serial", "--tcp",
+                                    "--replay"])
+def test_an_empty_source_is_a_usage_error_not_the_demo(tmp_path, option, value):
+    """An empty TIGO_SOURCE once printed the demo day dated now into the real database."""
+    state = tmp_path / "state"
+    child = run(option, value, env={"STATE_DIRECTORY": str(state)})
+    assert child.finish() == 64
+    assert child.out == b""
+    assert child.stderr_lines() == [
+        (f"E! {option} is empty: name the bus source; with the Telegraf conf it is TIGO_SOURCE in "
+         f"/etc/default/telegraf, which tigo.conf passes as --source (only --demo prints the demo "
+         f"day)")]
+    assert not state.exists()
+
+
+def test_no_source_at_all_is_a_usage_error_not_the_demo():
+    child = run("--stats-interval", "0")
+    assert child.finish() == 64
+    assert child.out == b""
+    assert child.err.startswith(b"E! tigo-execd run: one of the arguments --taptap-cmd --jsonl "
+                                b"--demo --source")
+
+
+REAL_REGISTRY = {"version": 1, "gateways": {"4610": "04c05b300002be16"},
+                 "nodes": {"4610": {"2": {"barcode": "4-A2346FZ", "node_addr": "04c05b4000a2346f"}}}}
+
+
+@pytest.mark.parametrize("where", ["--state-file", "STATE_DIRECTORY", "XDG_STATE_HOME"])
+def test_the_demo_neither_reads_nor_writes_the_real_registry(tmp_path, where):
+    """Gateway 4610 node 2 exists in the demo too: read, the real barcode would tag its reports."""
+    directory = tmp_path / "state" / ("tigo-execd" if where == "XDG_STATE_HOME" else "")
+    directory.mkdir(parents=True)
+    registry = directory / "registry.json"
+    registry.write_bytes(orjson.dumps(REAL_REGISTRY))
+    before = registry.read_bytes()
+    args = ["--state-file", str(registry)] if where == "--state-file" else []
+    env = {} if where == "--state-file" else {where: str(tmp_path / "state")}
+    child = run("--demo", "--stats-interval", "0", *args, env=env)
+    assert child.finish(60) == 0
+    assert len(child.stdout_lines()) > 50_000
+    assert b"4-A2346FZ" not in child.out and b"04c05b4000a2346f" not in child.out
+    assert registry.read_bytes() == before
+    assert sorted(p.name for p in directory.iterdir()) == ["registry.json"]  # no temporary file
+    if where == "--state-file":
+        assert f"I! --demo leaves the node registry alone: {registry} is neither read nor " \
+               f"written".encode() in child.err
+    assert_prefixed(child)
+
+
+def test_a_raw_capture_given_to_jsonl_is_pointed_at_replay(tmp_path):
+    """A --record capture is raw bus bytes: not one taptap JSON line, so the run says so once."""
+    rng = random.Random(14)
+    capture = tmp_path / "bus.bin"
+    capture.write_bytes(bytes(rng.randrange(256) for _ in range(50_000)))
+    child = run("--jsonl", str(capture), "--stats-interval", "0")
+    assert child.finish() == 0
+    told = [re.sub(r"the \d+ lines", "the N lines", l) for l in child.stderr_lines() if "--replay" in l]
+    assert told == [(f"W! none of the N lines of {capture} was a taptap JSON report: a raw "
+                     f"RS-485 capture (as --record writes) goes through taptap with --replay FILE, "
+                     f"not --jsonl")]
+    assert_prefixed(child)
+
+
+def test_jsonl_with_reports_does_not_warn_about_captures():
+    child = run("--jsonl", str(DATA / "taptap-fork.jsonl"), "--stats-interval", "0")
+    assert child.finish() == 0
+    assert b"--replay" not in child.err
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_suppressed_counts_are_debug_lines_shown_only_at_debug(level):
+    """The count of rate-limited messages is a D! line: at --log-level info it is not written."""
+    now = [0.0]
+    out = io.StringIO()
+    log = Log(level, out, clock=lambda: now[0])
+    for _ in range(3):
+        log.warn("rejected a taptap line", key="invalid:x")
+    now[0] = 61.0
+    log.report_suppressed()
+    expected = ["W! rejected a taptap line"]
+    if level == "debug":
+        expected.append("D! 2 more messages of kind 'invalid:x' were suppressed")
+    assert out.getvalue().splitlines() == expected

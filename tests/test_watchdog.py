@@ -251,6 +251,38 @@ def test_credentials_come_from_the_environment(influxd_auth):
     assert right.returncode == 0 and right.stdout.startswith(b"OK healthy lag_min=1.0")
 
 
+def test_refused_credentials_are_said_once_with_what_to_set(influxd_auth):
+    from tigo_execd.influx import Influx, InfluxAuthFailed
+
+    with pytest.raises(InfluxAuthFailed) as refused:
+        Influx(influxd_auth.url, "bms", "admin", "wrong").query("SHOW DATABASES")
+    environ = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
+    proc = subprocess.run(tigo_execd_argv("watchdog", "--once", "--influx-url", influxd_auth.url,
+                                          "--now", NOON),
+                          capture_output=True, text=True, timeout=60,
+                          env={**environ, "INFLUX_USER": "admin", "INFLUX_PASS": "wrong"})
+    assert proc.returncode == 2
+    assert proc.stdout == (f"CRIT influx_auth_failed: {refused.value}: set INFLUX_USER and "
+                           f"INFLUX_PASS (e.g. in /etc/default/telegraf) to a user that may read "
+                           f"'bms'.\n")
+    assert proc.stdout.count("refused the credentials") == 1
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8086", "localhost:8086"])
+def test_influx_url_without_scheme_says_add_http(url):
+    """urllib only says "unknown url type", which read as "start InfluxDB"."""
+    proc = subprocess.run(tigo_execd_argv("watchdog", "--once", "--influx-url", url, "--now", NOON),
+                          capture_output=True, text=True, timeout=60)
+    text = (f"InfluxDB URL '{url}' (INFLUX_URL, --influx-url) has no scheme: write http://{url} "
+            f"(Telegraf's outputs.influxdb needs the scheme too)")
+    assert proc.returncode == 2
+    assert proc.stdout == f"CRIT influx_unreachable: {text}\n"
+    assert f"W! {text}" in proc.stderr.splitlines()
+    nodes = subprocess.run(tigo_execd_argv("nodes", "--influx-url", url), capture_output=True,
+                           text=True, timeout=60)
+    assert nodes.returncode == 69 and nodes.stderr.splitlines()[-1] == f"E! {text}"
+
+
 def test_unknown_retention_policy_is_a_query_failure(influx_db):
     code, line = once(influx_db, "--rp", "nope")
     assert code == 2 and line.startswith("CRIT influx_query_failed")

@@ -11,7 +11,9 @@ The names file is a CSV a person edits; it gives nodes `panel` and `string` tags
     4-A2346FZ,east-1,east                        4609,3,east-2,east
 
 It is re-read when it changes (checked every NAMES_CHECK_S seconds) and on SIGHUP; malformed rows
-are reported with their line numbers and skipped, the rest applies at once.
+are reported with their line numbers and skipped, the rest applies at once. Rows whose nodes are
+unknown are only reported once the nodes had a chance to report (a full cycle after loading), as
+at start nothing has reported yet.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from pathlib import Path
 import orjson
 
 from tigo_execd.barcode import address_to_barcode, barcode_to_address
+from tigo_execd.convert import Counters
 from tigo_execd.log import log
 from tigo_execd.registry import Registry
 
 SAVE_MIN_INTERVAL_S = 5.0  # an infrastructure report changes many nodes at once: one write for all
 NAMES_CHECK_S = 2.0
 MAX_NAME = 64
+SEPARATORS = {";": "';'", "\t": "tabs"}  # what spreadsheets write instead of commas
 Names = dict[str | tuple[int, int], dict[str, str]]
 
 
@@ -61,8 +65,9 @@ def state_path(arg: Path | None) -> Path | None:
     return None if str(arg) in ("", ".") else arg
 
 
-def load_state(registry: Registry, path: Path) -> None:
-    """Fill the registry from the state file; any problem is a W! line and an empty start."""
+def load_state(registry: Registry, path: Path, whose: str = "") -> None:
+    """Fill the registry from the state file; any problem is a W! line and an empty start.
+    `whose` follows the path in the I! line (which registry a command reads)."""
     try:
         doc = orjson.loads(path.read_bytes())
         bad = registry.load_json(doc)
@@ -75,7 +80,7 @@ def load_state(registry: Registry, path: Path) -> None:
         return
     if bad:
         log.warn(f"node registry {path}: skipped {bad} malformed entries")
-    log.info(f"node registry {path}: {len(registry.nodes)} nodes, "
+    log.info(f"node registry {path}{whose}: {len(registry.nodes)} nodes, "
              f"{sum(1 for n in registry.nodes.values() if 'barcode' in n)} with a barcode")
 
 
@@ -114,10 +119,15 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
     problems: list[str] = []
     reader = csv.reader(io.StringIO(text, newline=""))  # a quoted newline stays in its value
     first = True
+    separated: dict[str, list[int]] = {}  # rows separated by something else than commas
     for cells in reader:
         n = reader.line_num
         cells = [c.strip() for c in cells]
         if not any(cells) or cells[0].startswith("#"):
+            continue
+        other = [sep for sep in SEPARATORS if len(cells) == 1 and sep in cells[0]]
+        if other:
+            separated.setdefault(other[0], []).append(n)
             continue
         if first and cells[0].lower() in ("barcode", "gateway", "gateway_id"):
             first = False
@@ -161,7 +171,16 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
                             "this row is ignored")
         else:
             names[key], where[key] = tags, n
+    for sep, lines in separated.items():
+        problems.append(f"{source} line{'s' * (len(lines) > 1)} {_line_list(lines)}: fields "
+                        f"separated by {SEPARATORS[sep]}; "
+                        "the names file is comma-separated (save it as CSV with commas), e.g. "
+                        "4-A2346FZ,east-1,east")
     return names, list(where.values()), problems
+
+
+def _line_list(lines: list[int]) -> str:
+    return ", ".join(str(n) for n in lines[:20]) + (", ..." if len(lines) > 20 else "")
 
 
 class Identity:
@@ -174,6 +193,9 @@ class Identity:
         self._dirty = asyncio.Event()
         self._names_stat: tuple[int, int, int] | None = None
         self._names_text: str | None = None
+        self.counters: Counters | None = None  # the converter's: which nodes have reported
+        self._unjudged: list[tuple[str | tuple[int, int], int]] = []  # rows, lines: known yet?
+        self._reports_at_load = 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Identity":
@@ -207,17 +229,29 @@ class Identity:
         names, lines, problems = parse_names(text, str(self.names_file))
         for problem in problems:
             log.warn(problem + " (row skipped)")
-        unknown = [(k, n) for k, n in zip(names, lines) if not self._known(k)]
-        if unknown:
-            log.info(f"{self.names_file}: {len(unknown)} rows name nodes not seen yet (lines "
-                     f"{', '.join(str(n) for _, n in unknown[:20])}); they apply once the nodes "
-                     "report")
         self.registry.set_names(names)
         log.info(f"names file {self.names_file}: {len(names)} nodes named")
+        self._unjudged = list(zip(names, lines))
+        self._reports_at_load = self.counters.reports if self.counters else 0
+        self._judge_names()
 
-    def _known(self, key: str | tuple[int, int]) -> bool:
+    def _judge_names(self) -> None:
+        """Once every node had the time to report since the names were loaded, say which rows
+        still name no known node. A full cycle has passed when more reports than nodes arrived."""
+        c = self.counters
+        if not self._unjudged or c is None or c.reports - self._reports_at_load <= len(c.nodes):
+            return
+        unknown = [n for key, n in self._unjudged if not self._known(key, c.nodes)]
+        self._unjudged = []
+        if unknown:
+            log.info(f"{self.names_file}: {len(unknown)} rows name nodes that have not reported "
+                     f"while the others did (lines {_line_list(unknown)}); a gateway,node row "
+                     "applies once that node reports, a barcode row once taptap has learnt the "
+                     "barcode (the CCA sends it when it reads its node table): check these rows")
+
+    def _known(self, key: str | tuple[int, int], seen: set[tuple[int, int]]) -> bool:
         if isinstance(key, tuple):
-            return key in self.registry.nodes
+            return key in seen or key in self.registry.nodes
         return any(n.get("barcode") == key for n in self.registry.nodes.values())
 
     async def run(self) -> None:
@@ -243,6 +277,7 @@ class Identity:
         while True:
             await asyncio.sleep(NAMES_CHECK_S)
             self.reload_names()
+            self._judge_names()
 
     def close(self) -> None:
         """At shutdown: save what was learnt since the last save."""

@@ -34,6 +34,23 @@ class InfluxAuthFailed(InfluxError):
     """HTTP 401/403: missing or wrong INFLUX_USER / INFLUX_PASS."""
 
 
+class InfluxBadUrl(InfluxUnreachable):
+    """The URL cannot reach any InfluxDB as written (no http:// or https://): nothing was sent."""
+
+
+def check_url(url: str) -> None:
+    """Raise InfluxBadUrl for a URL without http:// or https://, which urllib would only call an
+    "unknown url type" (and Telegraf's outputs.influxdb refuses too)."""
+    parts = urllib.parse.urlsplit(url)
+    if "://" not in url:
+        shown = url.rsplit("@", 1)[-1]  # never quote credentials
+        raise InfluxBadUrl(f"InfluxDB URL {shown!r} (INFLUX_URL, --influx-url) has no scheme: write "
+                           f"http://{shown} (Telegraf's outputs.influxdb needs the scheme too)")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InfluxBadUrl(f"InfluxDB URL {url!r} (INFLUX_URL, --influx-url) starts with "
+                           f"{parts.scheme}://: InfluxDB answers on http:// or https://")
+
+
 @dataclass
 class Influx:
     url: str = "http://127.0.0.1:8086"
@@ -52,6 +69,7 @@ class Influx:
             self.url = urllib.parse.urlunsplit(parts._replace(netloc=host))
 
     def _request(self, path: str, params: dict[str, str], body: bytes | None = None) -> bytes:
+        check_url(self.url)
         url = f"{self.url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
         req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
         if self.user:

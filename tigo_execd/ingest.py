@@ -20,7 +20,7 @@ from tigo_execd import bridge, lineproto
 from tigo_execd.cli import add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
-from tigo_execd.identity import Identity, add_arguments as add_identity_arguments
+from tigo_execd.identity import Identity, add_arguments as add_identity_arguments, state_path
 from tigo_execd.log import log
 from tigo_execd.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
 from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
@@ -30,6 +30,7 @@ MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and 
 SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held
 EXIT_BUDGET = 2.0
 CLOCK_CHECK_DEFAULT = "auto"
+SOURCE_OPTIONS = ("source", "taptap_cmd", "jsonl", "serial", "tcp", "replay")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,17 +76,30 @@ def parse_source_spec(spec: str) -> tuple[str, str]:
                      f"jsonl:PATH")
 
 
+def check_not_blank(args: argparse.Namespace) -> None:
+    """An empty source option is a mistake (most often an empty TIGO_SOURCE), never "no source":
+    only --demo prints made-up data."""
+    for name in SOURCE_OPTIONS:
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise ValueError(f"--{name.replace('_', '-')} is empty: name the bus source; with the "
+                             f"Telegraf conf it is TIGO_SOURCE in /etc/default/telegraf, which "
+                             f"tigo.conf passes as --source (only --demo prints the demo day)")
+
+
 def make_source(args: argparse.Namespace) -> Source:
-    if args.source:
+    check_not_blank(args)
+    if args.source is not None:
         option, value = parse_source_spec(args.source)
         setattr(args, option, value)
     source = bridge.make_source(args)
     if source is not None:
         return source
-    if args.taptap_cmd:
+    if args.taptap_cmd is not None:
         return TaptapSource.from_command(args.taptap_cmd)
-    if args.jsonl:
+    if args.jsonl is not None:
         return JsonlSource(args.jsonl)
+    assert args.demo  # argparse requires exactly one source option
     return DemoSource()
 
 
@@ -103,10 +117,14 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         log.error(f"cannot open {exc.filename}: {exc.strerror}")
         return EX_NOINPUT
-    if args.demo and args.state_file is None:
-        args.state_file = Path("")  # the demo's made-up optimizers stay out of the real registry
+    if args.demo:  # the demo's made-up optimizers neither read nor enter the real registry
+        if args.state_file is not None and state_path(args.state_file):
+            log.info(f"--demo leaves the node registry alone: {args.state_file} is neither read "
+                     f"nor written")
+        args.state_file = Path("")
     identity = Identity.from_args(args)
     converter = Converter(args.measurement, identity.registry, time_shift_ns=source.time_shift_ns)
+    identity.counters = converter.counters
     clock = None
     if args.clock_check == "on" or (args.clock_check == "auto" and dated_here(source)):
         converter.time_check, clock = TimeCheck(), ClockWatch()
@@ -204,6 +222,16 @@ class Ingest:
                 return
         if self._partial and not self._discarding:
             self.out.write(convert([self._partial]).encode())
+        self._check_jsonl_read()
+
+    def _check_jsonl_read(self) -> None:
+        """A --jsonl input that held lines but not one report is most likely a raw capture."""
+        c = self.converter.counters
+        if (isinstance(self.source, JsonlSource) and c.lines_read
+                and not (c.reports or c.infrastructure_reports or c.reports_clock_rejected)):
+            log.warn(f"none of the {c.lines_read} lines of {self.source.label} was a taptap JSON "
+                     f"report: a raw RS-485 capture (as --record writes) goes through taptap with "
+                     f"--replay FILE, not --jsonl")
 
     def _drop_long_line(self) -> None:
         if not self._discarding:  # a long line arrives in many chunks: count it once

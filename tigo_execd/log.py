@@ -72,7 +72,7 @@ class Log:
             if now - start >= self.window:
                 del self._seen[key]
                 if suppressed:
-                    self.write(f"D! {suppressed} more messages of kind {key!r} were suppressed")
+                    self.debug(f"{suppressed} more messages of kind {key!r} were suppressed")
 
     def error(self, msg: str, key: str | None = None) -> None:
         self.emit(0, msg, key)

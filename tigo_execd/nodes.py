@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ import orjson
 
 from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
-from tigo_execd.identity import load_state, state_path
+from tigo_execd.identity import default_state_file, load_state, state_path
 from tigo_execd.log import log
 from tigo_execd.registry import Registry
 
@@ -38,6 +39,7 @@ MAX_HOURS = 24 * 31      # keeps the per-minute query at most 44640 rows
 EX_UNAVAILABLE = 69      # InfluxDB unreachable
 EX_SOFTWARE = 70         # InfluxDB rejected the query
 EX_NOPERM = 77           # InfluxDB refused the credentials
+SERVICE_STATE_FILE = Path("/var/lib/tigo-execd/registry.json")  # StateDirectory= of the unit
 NAME_TAGS = ("barcode", "panel", "string")
 COLUMNS = ("gateway_id", "node_id", "barcode", "panel", "string", "status", "reports", "expected",
            "completeness", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc")
@@ -218,19 +220,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=list(FORMATS), default="table")
     influx.add_arguments(p)
     p.add_argument("--state-file", type=Path, default=None, metavar="FILE",
-                   help="node registry of `tigo-execd run` (same default): its nodes are listed "
-                        "even when InfluxDB has nothing from them; '' = ignore it")
+                   help=f"node registry of `tigo-execd run`: its nodes are listed even when "
+                        f"InfluxDB has nothing from them (default: the service's "
+                        f"{SERVICE_STATE_FILE} when readable, else run's default; '' = ignore it)")
     add_log_level(p)
     p.set_defaults(func=main)
+
+
+def registry_to_read(arg: Path | None) -> tuple[Path | None, str]:
+    """The registry to list nodes from, and whose it is: --state-file when given; else the
+    service's, which a person running `nodes` by hand means (run's own default is that person's
+    ~/.local/state); else run's default."""
+    if arg is not None or os.environ.get("STATE_DIRECTORY"):
+        return state_path(arg), ""
+    service = SERVICE_STATE_FILE
+    if service.exists():
+        if os.access(service, os.R_OK):
+            return service, " (the tigo-execd service's; --state-file FILE reads another)"
+        log.info(f"the service's node registry {service} is not readable by this user: reading "
+                 f"{default_state_file()} instead")
+    return state_path(None), ""
 
 
 def main(args: argparse.Namespace) -> int:
     db = influx.from_args(args)
     source = influx.target(args.rp, args.measurement)
     registry = Registry()
-    path = state_path(args.state_file)
+    path, whose = registry_to_read(args.state_file)
     if path:
-        load_state(registry, path)
+        load_state(registry, path, whose)
     try:
         report = build_report(db, source, args.until or datetime.now(timezone.utc), args.hours,
                               registry)

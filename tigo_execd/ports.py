@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import grp
 import os
+import pwd
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,6 @@ RS485_VENDORS = {"0403": "FTDI", "1a86": "QinHeng CH34x", "10c4": "Silicon Labs 
                  "067b": "Prolific PL2303"}
 TTY_NAMES = re.compile(r"tty(USB|ACM|AMA|S|XRUSB|CH343USB|THS|mxc|SC)\d+")
 BY_ID = "dev/serial/by-id"
-DIALOUT_HINT = "sudo usermod -aG dialout $USER"
 
 
 @dataclass
@@ -121,10 +123,47 @@ def classify(exc: OSError) -> str:
     return "other"
 
 
+def _ownership(path: str) -> tuple[str, str, int] | None:
+    """(owner, group, permission bits) of a device, names where the system has them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group, stat.S_IMODE(st.st_mode)
+
+
+def access_group(path: str) -> tuple[str | None, str]:
+    """The group whose members may open the device (None: no group may), and how it is set now."""
+    owned = _ownership(path)
+    if owned is None:
+        return "dialout", "?"
+    owner, group, mode = owned
+    described = f"{owner}:{group} {mode:04o}"
+    return (group if mode & 0o060 == 0o060 and group != "root" else None), described
+
+
+def udev_rule(path: str) -> str:
+    """A udev rule giving the adapter's tty group dialout, for every name the kernel gives it."""
+    name = re.sub(r"\d+$", "[0-9]*", os.path.basename(os.path.realpath(path)))
+    return f'SUBSYSTEM=="tty", KERNEL=="{name}", GROUP="dialout", MODE="0660"'
+
+
 def short_reason(exc: OSError, path: str) -> str:
     kind = classify(exc)
     if kind == "permission":
-        return "permission denied (join group dialout)"
+        group, described = access_group(path)
+        if group:
+            return f"permission denied (join group {group})"
+        return (f"permission denied ({described}: no group may open it; a udev rule must give it "
+                f"group dialout: {udev_rule(path)})")
     if kind == "busy":
         holders = holders_of(path)
         return "busy" + (f" (held by {holders})" if holders else " (held by another program)")
@@ -140,9 +179,17 @@ def explain(port: str, exc: OSError, root: Path = Path("/")) -> str:
         return (f"serial port {port} not found; /{BY_ID}/ has: {listing}. "
                 f"`tigo-execd ports` lists the serial ports of this machine")
     if kind == "permission":
-        return (f"no permission to open {port}: add the user running tigo-execd to group dialout "
-                f"(`{DIALOUT_HINT}`, or `usermod -aG dialout telegraf` for the Telegraf service), "
-                f"then log in again or restart the service")
+        group, described = access_group(port)
+        name = group or "dialout"
+        join = (f"add the user running tigo-execd to group {name} (`sudo usermod -aG {name} $USER`, "
+                f"or `usermod -aG {name} telegraf` for the Telegraf service), then log in again or "
+                f"restart the service")
+        if group:
+            return f"no permission to open {port}: {join}"
+        return (f"no permission to open {port}: it is {described}, so no group may open it: add a "
+                f"udev rule giving it group dialout, e.g. /etc/udev/rules.d/99-rs485.rules with "
+                f"{udev_rule(port)}, apply it with `sudo udevadm control --reload && sudo udevadm "
+                f"trigger` (or replug the adapter), and {join}")
     if kind == "busy":
         holders = holders_of(port)
         who = f"{holders} holds it" if holders else "another program holds it (maybe another taptap)"

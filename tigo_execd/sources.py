@@ -72,6 +72,7 @@ class JsonlSource(Source):
     def __init__(self, path: str) -> None:
         self.path = path
         self.uses_stdin = path == "-"
+        self.label = "stdin" if self.uses_stdin else path
         self._stopping = False
         if not self.uses_stdin:
             self._file = open(path, "rb")  # fail now, with the OS's reason, not inside the loop

@@ -37,7 +37,7 @@ from tigo_execd import lineproto
 from tigo_execd.cli import EX_USAGE, add_log_level
 from tigo_execd.convert import parse_timestamp
 from tigo_execd import influx
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
@@ -144,8 +144,11 @@ class Check:
         except InfluxAuthFailed as exc:
             log.warn(str(exc), key="influx_auth")
             return Verdict("influx_auth_failed",
-                           f"InfluxDB refused the credentials ({exc}): set INFLUX_USER and INFLUX_PASS "
-                           f"(e.g. in /etc/default/telegraf) to a user that may read '{self.s.influx.db}'.")
+                           f"{exc}: set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) "
+                           f"to a user that may read '{self.s.influx.db}'.")
+        except InfluxBadUrl as exc:  # InfluxDB may well run: only the URL is wrong
+            log.warn(str(exc), key="influx_unreachable")
+            return Verdict("influx_unreachable", str(exc))
         except InfluxUnreachable as exc:
             log.warn(str(exc), key="influx_unreachable")
             return Verdict("influx_unreachable",
