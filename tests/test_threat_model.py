@@ -144,7 +144,7 @@ def test_shipped_confs_keep_credentials_off_every_command_line(conf, tmp_path):
 def test_settings_file_is_installed_readable_by_root_and_telegraf_only():
     """The install guide and default.example make /etc/default/telegraf 0640 root:telegraf."""
     readme = (ROOT / "docs" / "install.md").read_text()
-    assert "sudo install -m 640 -g telegraf default.example /etc/default/telegraf" in readme
+    assert "sudo install -m 640 -o root -g telegraf telegraf/default.example /etc/default/telegraf" in readme
     assert "sudo chown root:telegraf /etc/default/telegraf && sudo chmod 640 /etc/default/telegraf" \
         in (TELEGRAF / "default.example").read_text()
 
