@@ -4,7 +4,7 @@ drops a valid report, and counts every line it does not write.
 
 CI runs a fixed, derandomized number of examples; TIGO_FUZZ_EXAMPLES=N runs about N examples in all
 (shared out in proportion to the CI counts), randomized, without the per-test timeout; -s shows
-the figures of each test (README, section fuzz):
+the figures of each test (docs/reports/fuzz.md):
 
     TIGO_FUZZ_EXAMPLES=100000 python3 -m pytest tests/test_fuzz.py -q -s 2>/dev/null
 """
@@ -210,7 +210,7 @@ def assert_run_survives(lines: list[bytes], tmp_path, keep: Path) -> str:
 
 
 class Tally:
-    """What one fuzz test went through: its output lines (for InfluxDB) and the figures the README
+    """What one fuzz test went through: its output lines (for InfluxDB) and the figures docs/reports/fuzz.md
     quotes (printed; `pytest -s` shows them)."""
 
     def __init__(self, name: str) -> None:

@@ -1,9 +1,9 @@
-"""The claims of the threat model (README, "Threat model"), each tested where a test can show it.
+"""The claims of the threat model (docs/threat-model.md), each tested where a test can show it.
 
 Nothing on the bus or in a user-edited file is trusted; credentials reach programs only through the
 environment and are never shown; the loopback bridge serves only its own taptap; the state file
 cannot be swapped or half-written; hostile input cannot flood stderr or memory. Claims that other
-tests already show are only referenced in the README table, not repeated here.
+tests already show are only referenced in its table, not repeated here.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def test_shipped_confs_keep_credentials_off_every_command_line(conf, tmp_path):
 
 def test_settings_file_is_installed_readable_by_root_and_telegraf_only():
     """The install guide and default.example make /etc/default/telegraf 0640 root:telegraf."""
-    readme = (ROOT / "README.md").read_text()
-    assert "sudo install -m 640 -g telegraf default.example /etc/default/telegraf" in readme
+    readme = (ROOT / "docs" / "install.md").read_text()
+    assert "sudo install -m 640 -o root -g telegraf telegraf/default.example /etc/default/telegraf" in readme
     assert "sudo chown root:telegraf /etc/default/telegraf && sudo chmod 640 /etc/default/telegraf" \
         in (TELEGRAF / "default.example").read_text()
 
