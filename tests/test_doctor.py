@@ -134,7 +134,7 @@ def test_missing_group_and_the_drop_in_that_fixes_it(site):
     assert checks["groups"].startswith("FAIL") and "nobody is not in group dialout" in checks["groups"]
     assert "fix: sudo usermod -aG dialout nobody" in checks["groups"]
     assert checks["source"].startswith("FAIL")  # the same cause, seen from the port
-    shutil.copy(ROOT / "telegraf" / "telegraf-dialout.conf", site["etc"] / "units" / "tigo.conf")
+    shutil.copy(ROOT / "systemd" / "telegraf.service.d" / "tigo-execd.conf", site["etc"] / "units" / "tigo.conf")
     rc, checks = doctor(site, "--user", "nobody")
     assert checks["groups"].startswith("ok") and "dialout" in checks["groups"]
     assert checks["source"].startswith("ok")
