@@ -226,3 +226,20 @@ def test_walk_the_guide_twice_on_a_fresh_root(tmp_path):
     assert version.returncode == 0 and tigo_execd.__version__ in version.stdout
     check_installed(root, env, "http://127.0.0.1:8086", "bms")
     shutil.rmtree(root / "opt")  # a venv is large; the rest of tmp_path is pytest's to keep
+
+
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.MULTILINE | re.DOTALL),
+                          re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_link_of_the_guide_leads_somewhere():
+    for target in re.findall(r"\]\(([^)\s]+)\)", GUIDE.read_text()):
+        if target.startswith("https://"):
+            continue
+        path, _, anchor = target.partition("#")
+        doc = (GUIDE.parent / path).resolve() if path else GUIDE
+        assert doc.exists(), target
+        assert not anchor or anchor in _anchors(doc), target
