@@ -174,6 +174,7 @@ def test_provisioning_files_are_grafanas_format_and_agree_with_guide_and_dashboa
     assert sources["apiVersion"] == 1
     [source] = sources["datasources"]
     assert {"name", "type", "access", "uid", "url", "jsonData"} <= set(source)
+    assert source["name"] == source["uid"]  # found by the dashboard variable either way
     assert (source["type"], source["access"], source["jsonData"]["version"]) == ("influxdb", "proxy", "InfluxQL")
     assert source["jsonData"]["dbName"] == "bms" and source["url"] == "http://127.0.0.1:8086"  # the defaults
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "tigo.yaml").read_text())
