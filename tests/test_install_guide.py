@@ -139,6 +139,8 @@ def check_installed(root: Path, env: dict[str, str], influx_url: str, influx_db:
     assert tomllib.loads(conf)["outputs"]["influxdb"][0]["namedrop"] == ["tigo_*"]
     assert [line for line in conf.splitlines() if "namedrop" not in line] == STOCK_TELEGRAF_CONF.splitlines()
     calls = logged(env)
+    # The old ingest is stopped before anything else may open the serial port.
+    assert calls[0].startswith("systemctl disable --now tigo-ingest.service"), calls
     for call in ("usermod -aG dialout telegraf", "systemctl daemon-reload", "systemctl enable --now telegraf",
                  "systemctl enable --now tigo-health", "systemctl restart grafana-server",
                  f'influx -execute CREATE DATABASE "{influx_db}"'):
