@@ -19,10 +19,8 @@ from proc import FAKE_TAPTAP
 from servers import free_port
 
 DIALOUT = grp.getgrnam("dialout").gr_gid
-# The shipped systemd drop-in (moving from telegraf/telegraf-dialout.conf; the old path goes once
-# the move is merged).
-DROP_IN = next(p for p in (ROOT / "systemd" / "telegraf.service.d" / "tigo-execd.conf",
-                           ROOT / "telegraf" / "telegraf-dialout.conf") if p.exists())
+# The shipped systemd drop-in, as installed into /etc/systemd/system/telegraf.service.d/.
+DROP_IN = ROOT / "systemd" / "telegraf.service.d" / "tigo-execd.conf"
 # The parts of a stock /etc/telegraf/telegraf.conf (Telegraf's Debian package) that matter here:
 # one [[outputs.influxdb]] with every option commented out, so it takes every metric.
 STOCK_TELEGRAF_CONF = """\

@@ -28,8 +28,7 @@ from tigo_execd.doctor import plugins, unknown_options
 ROOT = Path(__file__).resolve().parent.parent
 TELEGRAF = ROOT / "telegraf"
 SAMPLE = ROOT / "tests" / "data" / "taptap-upstream.jsonl"
-SHIPPED = sorted(TELEGRAF.glob("*.conf"))
-TELEGRAF_CONFS = [p for p in SHIPPED if p.name != "telegraf-dialout.conf"]  # that one is systemd's
+TELEGRAF_CONFS = sorted(TELEGRAF.glob("*.conf"))  # Telegraf's only: systemd's files are in systemd/
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -46,7 +45,7 @@ def etc(tmp_path) -> Path:
 def telegraf_env(tigo_execd_bin: Path, influx_url: str, db: str, state: Path,
                  **extra: str) -> dict[str, str]:
     """Telegraf's environment under systemd: /etc/default/telegraf's variables, STATE_DIRECTORY
-    from the unit's drop-in (telegraf-dialout.conf), plus the fake taptap's knobs."""
+    from the unit's drop-in (systemd/telegraf.service.d/tigo-execd.conf), plus the fake taptap's knobs."""
     return {"PATH": os.environ["PATH"], "TIGO_EXECD": str(tigo_execd_bin), "STATE_DIRECTORY": str(state),
             "TIGO_SOURCE": "cmd:" + " ".join(FAKE_TAPTAP) + " observe --serial /dev/null",
             "FAKE_TAPTAP_LINES": str(SAMPLE), "FAKE_TAPTAP_THEN": "sleep",

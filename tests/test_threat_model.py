@@ -274,9 +274,9 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
 def test_services_run_as_telegraf_with_dialout_as_the_only_extra_right():
     """Telegraf's own unit runs as User=telegraf; the shipped drop-in adds group dialout and a state
     directory, nothing else; the health instance is user telegraf with no way to gain privileges."""
-    drop_in = unit_settings(TELEGRAF / "telegraf-dialout.conf")
+    drop_in = unit_settings(ROOT / "systemd" / "telegraf.service.d" / "tigo-execd.conf")
     assert drop_in == {"SupplementaryGroups": ["dialout"], "StateDirectory": ["tigo-execd"]}
-    health = unit_settings(TELEGRAF / "tigo-health.service")
+    health = unit_settings(ROOT / "systemd" / "tigo-health.service")
     assert health["User"] == ["telegraf"] and health["NoNewPrivileges"] == ["true"]
     assert health["ProtectSystem"] == ["full"] and health["PrivateTmp"] == ["true"]
     granting = {"Group", "SupplementaryGroups", "AmbientCapabilities", "CapabilityBoundingSet",
