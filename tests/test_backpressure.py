@@ -18,8 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from conftest import tigo_execd_argv
-from proc import Child
+from support.proc import Child, tigo_execd_argv
 from tigo_execd.output import Output
 
 F_SETPIPE_SZ = 1031

@@ -11,8 +11,7 @@ import time
 import orjson
 import pytest
 
-from conftest import tigo_execd_argv
-from proc import FAKE_TAPTAP, Child
+from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
 from tigo_execd import clock
 from tigo_execd.clock import (FLOOR_NS, NS, STA_UNSYNC, TIME_ERROR, ClockWatch, KernelClock,
                               TimeCheck, read_kernel_clock)

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from support.paths import DATA
 from tigo_execd import lineproto
 from tigo_execd.convert import Converter, parse_timestamp
 
-DATA = Path(__file__).parent / "data"
 WORKED = (b'{"gateway":{"id":4609},"node":{"id":116},"timestamp":"2024-08-24T09:16:41.686961-05:00",'
           b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
           b'"temperature":26.8,"rssi":132}')

@@ -15,9 +15,9 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, tigo_execd_argv
-from proc import FAKE_TAPTAP
-from servers import free_port
+from support.paths import ROOT
+from support.proc import FAKE_TAPTAP, tigo_execd_argv
+from support.servers import free_port
 
 DIALOUT = grp.getgrnam("dialout").gr_gid
 

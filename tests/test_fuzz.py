@@ -24,10 +24,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-import fuzz_strategies as fs
-from conftest import tigo_execd_argv
-from telegraf_harness import parse_line
-from telegraf_mqtt import Metric
+from support import fuzz_strategies as fs
+from support.proc import tigo_execd_argv
+from support.telegraf_harness import parse_line
+from support.telegraf_mqtt import Metric
 from tigo_execd.clock import TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.registry import Registry

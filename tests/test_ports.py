@@ -10,8 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import tigo_execd_argv
-from proc import ROOT
+from support.paths import ROOT
+from support.proc import tigo_execd_argv
 from test_bridge import NO_DAC, Pty
 from tigo_execd import ports
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tigo_execd_argv
-from proc import FAKE_TAPTAP, Child, pid_alive
+from support.proc import FAKE_TAPTAP, Child, pid_alive, tigo_execd_argv
 
 DATA = Path(__file__).parent / "data"
 PREFIXES = ("E! ", "W! ", "I! ", "D! ")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-import telegraf_harness as th
-from proc import FAKE_TAPTAP, Child, pid_alive
+from support import telegraf_harness as th
+from support.proc import FAKE_TAPTAP, Child, pid_alive
 from tigo_execd.doctor import plugins, unknown_options
 
 ROOT = Path(__file__).resolve().parent.parent

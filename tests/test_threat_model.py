@@ -26,16 +26,15 @@ from pathlib import Path
 
 import pytest
 
-import telegraf_harness as th
-from conftest import ROOT, tigo_execd_argv
-from proc import FAKE_TAPTAP, Child
+from support import telegraf_harness as th
+from support.paths import DATA, ROOT
+from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
 from test_bridge import BUS, Pty, run_bridge, taptap_starts
 from test_telegraf_configs import descendants, telegraf_env
 from tigo_execd import cli, identity, log as logmod
 from tigo_execd.convert import parse_timestamp
 from tigo_execd.registry import Registry
 
-DATA = ROOT / "tests" / "data"
 SAMPLE = DATA / "taptap-upstream.jsonl"   # 10 reports, nodes 116, 82, 19, 121, 2 (4-A2346FZ), 3
 TELEGRAF = ROOT / "telegraf"
 SECRET_VARS = ("INFLUX_USER", "INFLUX_PASS", "MQTT_USER", "MQTT_PASS")
