@@ -1,7 +1,7 @@
 """Barcode <-> address conversion, checked against what taptap prints, and the `barcode` command.
 
-tests/data/barcode-samples.jsonl: lines copied from /work/shared/samples/taptap-fork.jsonl (the
-infrastructure report) and taptap-upstream.jsonl (the two reports that carry addresses).
+tests/data/barcode-samples.jsonl: lines copied from tests/data/taptap-fork.jsonl (the
+infrastructure report) and tests/data/taptap-upstream.jsonl (the two reports that carry addresses).
 """
 
 from __future__ import annotations

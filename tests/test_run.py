@@ -1,6 +1,6 @@
 """`tigo-execd run` as a process, the way Telegraf's inputs.execd runs it (TELEGRAF.md).
 
-The fake taptap (tests/fake_taptap.py) crashes, hangs, writes to stderr and exits with taptap's codes.
+The fake taptap (tests/support/fake_taptap.py) crashes, hangs, writes to stderr and exits with taptap's codes.
 """
 
 from __future__ import annotations

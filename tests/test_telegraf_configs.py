@@ -1,4 +1,4 @@
-"""The shipped telegraf/ files, run the way Telegraf runs them (tests/telegraf_harness.py).
+"""The shipped telegraf/ files, run the way Telegraf runs them (tests/support/telegraf_harness.py).
 
 The confs are used unchanged, copied where the install guide puts them; only the environment
 (what /etc/default/telegraf would hold) differs: TIGO_EXECD points at this checkout, TIGO_SOURCE

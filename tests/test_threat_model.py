@@ -29,6 +29,7 @@ import pytest
 from support import telegraf_harness as th
 from support.paths import DATA, ROOT
 from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
+from support.wait import wait_until_async
 from test_bridge import BUS, Pty, run_bridge, taptap_starts
 from test_telegraf_configs import descendants, telegraf_env
 from tigo_execd import cli, identity, log as logmod
@@ -231,11 +232,10 @@ def test_processes_from_the_shipped_confs_show_no_credentials(
         await data.start()
         await health.start(gather_loop=False)
         health.inputs[0].gather()
-        deadline = time.monotonic() + 30
-        while not (data.outputs[0].written >= 10
-                   and any(m.name == "tigo_health" for m in health.collected)):
-            assert time.monotonic() < deadline, data.log.records + health.log.records
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: data.outputs[0].written >= 10
+                               and any(m.name == "tigo_health" for m in health.collected), 30,
+                               lambda: f"10 reports and one health metric; "
+                                       f"log: {data.log.records + health.log.records}")
         for execd in data.inputs + health.inputs:
             for pid in {execd.proc.pid, *descendants(execd.proc.pid)}:
                 command_lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
