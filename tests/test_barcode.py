@@ -7,7 +7,6 @@ infrastructure report) and tests/data/taptap-upstream.jsonl (the two reports tha
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import orjson
 import pytest

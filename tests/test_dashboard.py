@@ -4,7 +4,6 @@ real InfluxDB 1.x holding a known synthetic day, with the figures checked agains
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

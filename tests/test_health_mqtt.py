@@ -11,7 +11,6 @@ import re
 import threading
 import time
 import tomllib
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 from support.paths import DATA
 from support.proc import tigo_execd_argv

@@ -29,6 +29,7 @@ import pytest
 from support import telegraf_harness as th
 from support.paths import DATA, ROOT
 from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
+from support.taptap_lines import stamp
 from support.wait import wait_until_async
 from test_bridge import BUS, Pty, run_bridge, taptap_starts
 from test_telegraf_configs import descendants, telegraf_env
@@ -71,8 +72,7 @@ def fresh(lines: list[bytes]) -> list[bytes]:
     out = []
     for line, ns in zip(lines, stamps):
         doc, ns = json.loads(line), ns + shift
-        doc["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + \
-            f".{ns % 10**9:09d}Z"
+        doc["timestamp"] = stamp(ns)
         out.append(json.dumps(doc).encode() + b"\n")
     return out
 
