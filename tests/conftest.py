@@ -1,8 +1,9 @@
 """Shared fixtures: real servers started once per session, a fresh database per test.
 
-Helpers a test module imports live in tests/support/; this file holds fixtures only. Tests that
-use a real server (or the Telegraf harness, see the module-level marks) are marked
-`integration`, so `pytest -m "not integration and not slow"` is the fast unit tier.
+Helpers a test module imports live in tests/support/; this file holds fixtures only. A test that
+uses a real server is marked `integration` here (those that run the Telegraf harness without one
+are marked where they are written), so `pytest -m "not integration and not slow"` is the unit
+tier; `slow` marks the soak and the fuzz properties.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.paths import OUTPUT, ROOT
 from support.servers import InfluxServer, MosquittoServer
-
 from tigo_execd.log import log
 
 SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "mosquitto"}

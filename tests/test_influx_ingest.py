@@ -8,7 +8,6 @@ from support.paths import DATA
 from support.proc import tigo_execd_argv
 
 
-
 def produce(*args: str) -> list[bytes]:
     done = subprocess.run(tigo_execd_argv("run", *args), capture_output=True, timeout=120, check=True)
     return done.stdout.splitlines(True)

@@ -3,7 +3,7 @@
 
 The whole shipped path: a pseudo-terminal stands in for the USB RS-485 adapter behind a
 /dev/serial/by-id-style symlink (under /dev/shm, so that `--source` takes it as a serial port);
-tigo-execd (telegraf/tigo.conf, unchanged, run by tests/telegraf_harness.py with only the
+tigo-execd (telegraf/tigo.conf, unchanged, run by tests/support/telegraf_harness.py with only the
 environment set) relays it to the fake taptap, which prints every JSON line of the "bus" as a
 report; outputs.influxdb writes to a real influxd. During the run the fake taptap is SIGKILLed
 (tigo-execd's Supervisor restarts it) and the adapter is unplugged and replugged (tigo-execd
@@ -55,7 +55,7 @@ for _path in (str(ROOT), str(TESTS)):
         sys.path.insert(0, _path)
 
 from support import telegraf_harness as th  # noqa: E402
-from support.proc import FAKE_TAPTAP_SCRIPT  # noqa: E402
+from support.proc import FAKE_TAPTAP_SCRIPT
 from tigo_execd.influx import Influx  # noqa: E402
 
 LINK_NAME = "usb-FTDI_FT232R_USB_UART_SOAK0001-if00-port0"

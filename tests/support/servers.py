@@ -13,8 +13,8 @@ import socket
 import subprocess
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from support.wait import wait_until
 

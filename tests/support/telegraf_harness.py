@@ -739,7 +739,7 @@ class InfluxDBOutput(Output):
 
 
 class MQTTOutput(Output):
-    """outputs.mqtt through tests/telegraf_mqtt.py (JSON serializer, topic, qos, retain)."""
+    """outputs.mqtt through support/telegraf_mqtt.py (JSON serializer, topic, qos, retain)."""
 
     def __init__(self, plugin: Plugin, config: Config, log: Log) -> None:
         super().__init__(plugin, config, log)
