@@ -1,20 +1,35 @@
-"""Shared fixtures: real servers started once per session, a fresh database per test."""
+"""Shared fixtures: real servers started once per session, a fresh database per test.
+
+Helpers a test module imports live in tests/support/; this file holds fixtures only. A test that
+uses a real server is marked `integration` here (those that run the Telegraf harness without one
+are marked where they are written), so `pytest -m "not integration and not slow"` is the unit
+tier; `slow` marks the soak and the fuzz properties.
+"""
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from servers import InfluxServer, MosquittoServer
+from support.paths import OUTPUT, ROOT
+from support.servers import InfluxServer, MosquittoServer
+from tigo_execd.log import log
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-OUTPUT = TESTS / "output"  # artefacts a person may want to look at (rendered panels, figures)
+SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "mosquitto"}
 _db_names = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a real server is an integration test, whatever its module says."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,6 +44,36 @@ def private_state_home(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def own_state_dir(tmp_path, monkeypatch):
+    """The default registry location of the commands run here is a fresh directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
+def _forget_rate_limits() -> None:
+    """Start every rate-limit window afresh: with a zero window all have passed, and
+    report_suppressed() forgets them (its count lines go to a scratch stream)."""
+    stream, window = log.stream, log.window
+    log.stream, log.window = io.StringIO(), 0.0
+    try:
+        log.report_suppressed()
+    finally:
+        log.stream, log.window = stream, window
+
+
+@pytest.fixture
+def logged(monkeypatch) -> Iterator[io.StringIO]:
+    """What the package logs at every level, with fresh rate-limit windows."""
+    stream = io.StringIO()
+    _forget_rate_limits()
+    monkeypatch.setattr(log, "stream", stream)
+    monkeypatch.setattr(log, "level", log.level)  # restored after the test
+    log.set_level("debug")
+    yield stream
+    _forget_rate_limits()
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +116,3 @@ def tigo_execd_bin(tmp_path_factory) -> Path:
     path.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m tigo_execd "$@"\n')
     path.chmod(0o755)
     return path
-
-
-def tigo_execd_argv(*args: str) -> list[str]:
-    """The command line that runs this checkout's tigo-execd."""
-    return [sys.executable, "-m", "tigo_execd", *args]

@@ -16,10 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 
-from conftest import tigo_execd_argv
-from proc import Child
+from support.proc import Child, tigo_execd_argv
+from support.taptap_lines import NS, power_report, stamp
 from tigo_execd.output import Output
 
 F_SETPIPE_SZ = 1031
@@ -32,11 +31,8 @@ def reports(count: int) -> bytes:
     lines = []
     for i in range(count):
         cycle, node = divmod(i, CYCLE_NODES)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(T0 + 20 * cycle)) + ".123456Z"
-        lines.append(orjson.dumps({"event_type": "power_report", "gateway": 4609, "node": node + 1,
-                                   "timestamp": stamp, "voltage_in": 30.5 + node / 100,
-                                   "voltage_out": 30.1, "current": 5.25, "dc_dc_duty_cycle": 1.0,
-                                   "temperature": 28.5, "rssi": 120}))
+        at = stamp((T0 + 20 * cycle) * NS + 123_456_000, digits=6)
+        lines.append(power_report(node + 1, 4609, at, voltage_in=30.5 + node / 100))
     return b"\n".join(lines) + b"\n"
 
 

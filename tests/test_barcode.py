@@ -1,23 +1,23 @@
 """Barcode <-> address conversion, checked against what taptap prints, and the `barcode` command.
 
-tests/data/barcode-samples.jsonl: lines copied from /work/shared/samples/taptap-fork.jsonl (the
-infrastructure report) and taptap-upstream.jsonl (the two reports that carry addresses).
+tests/data/barcode-samples.jsonl: lines copied from tests/data/taptap-fork.jsonl (the
+infrastructure report) and tests/data/taptap-upstream.jsonl (the two reports that carry addresses).
 """
 
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import tigo_execd_argv
+from support.paths import DATA
+from support.proc import tigo_execd_argv
 from tigo_execd.barcode import (CHECK_LETTERS, address_colon, address_hex, address_to_barcode,
                                 barcode_to_address, is_valid_barcode)
 
-DATA = Path(__file__).parent / "data" / "barcode-samples.jsonl"
+SAMPLES = DATA / "barcode-samples.jsonl"
 
 # TAPTAP.md; the last three are from taptap's own unit tests (src/barcode.rs)
 KNOWN = [
@@ -33,7 +33,7 @@ KNOWN = [
 def sample_pairs() -> list[tuple[object, str]]:
     """(address as the sample writes it, barcode) for every node in the samples that has both."""
     pairs = []
-    for line in DATA.read_text().splitlines():
+    for line in SAMPLES.read_text().splitlines():
         doc = orjson.loads(line)
         if doc.get("event_type") == "infrastructure_report":
             for nodes in doc["nodes"].values():
@@ -61,7 +61,7 @@ def test_sample_pairs() -> None:
 
 def test_upstream_address_without_barcode_gets_one() -> None:
     """Upstream node 3 comes with an address but no barcode yet; we can compute it."""
-    doc = orjson.loads(DATA.read_text().splitlines()[-1])
+    doc = orjson.loads(SAMPLES.read_text().splitlines()[-1])
     assert "barcode" not in doc["node"]
     assert address_to_barcode(doc["node"]["address"]) == "4-A23471V"
     assert address_to_barcode(doc["gateway"]["address"]) == "3-2BE16Y"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tigo_execd_argv
-from proc import ROOT, pid_alive
+from support.paths import ROOT
+from support.proc import pid_alive, tigo_execd_argv
 from tigo_execd import bridge, ingest
 
 DATA = Path(__file__).parent / "data"
@@ -114,7 +114,7 @@ class Run:
 def fake_taptap(tmp_path: Path) -> str:
     """A `taptap` wrapper script, as a user's --taptap may be, exec'ing the fake."""
     path = tmp_path / "taptap"
-    path.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'fake_taptap.py'} \"$@\"\n")
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'support' / 'fake_taptap.py'} \"$@\"\n")
     path.chmod(0o755)
     return str(path)
 

@@ -5,19 +5,16 @@ dated 1970, then reports dated now)."""
 from __future__ import annotations
 
 import ctypes
-import io
 import time
 
-import orjson
 import pytest
 
-from conftest import tigo_execd_argv
-from proc import FAKE_TAPTAP, Child
+from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
+from support.taptap_lines import power_report, stamp
 from tigo_execd import clock
 from tigo_execd.clock import (FLOOR_NS, NS, STA_UNSYNC, TIME_ERROR, ClockWatch, KernelClock,
                               TimeCheck, read_kernel_clock)
 from tigo_execd.convert import Converter
-from tigo_execd.log import log
 
 NOW = FLOOR_NS + 30 * 86400 * NS  # the fake host clock: a month after the release
 
@@ -42,25 +39,8 @@ class FakeClock:
         self.realtime += int(seconds * NS)
 
 
-@pytest.fixture
-def logged(monkeypatch) -> io.StringIO:
-    """What the package logs, with fresh rate-limit windows."""
-    stream = io.StringIO()
-    monkeypatch.setattr(log, "stream", stream)
-    monkeypatch.setattr(log, "_seen", {})
-    monkeypatch.setattr(log, "level", 3)
-    return stream
-
-
-def stamp(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // NS)) + f".{ns % NS:09d}Z"
-
-
 def report(ns: int, node: int = 1) -> bytes:
-    return orjson.dumps({"event_type": "power_report", "gateway": 1, "node": node,
-                         "timestamp": stamp(ns), "voltage_in": 30.5, "voltage_out": 30.1,
-                         "current": 5.25, "dc_dc_duty_cycle": 1.0, "temperature": 28.5,
-                         "rssi": 120})
+    return power_report(node, 1, stamp(ns))
 
 
 def checked_converter(fake: FakeClock) -> Converter:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import orjson
 import pytest
 
+from support.paths import DATA
+from support.taptap_lines import infrastructure_report, power_report
 from tigo_execd import lineproto
 from tigo_execd.convert import Converter, parse_timestamp
 
-DATA = Path(__file__).parent / "data"
 WORKED = (b'{"gateway":{"id":4609},"node":{"id":116},"timestamp":"2024-08-24T09:16:41.686961-05:00",'
           b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
           b'"temperature":26.8,"rssi":132}')
@@ -57,9 +57,8 @@ def test_fork_joins_identities_from_infrastructure_report_and_counts_noise():
 
 
 def test_barcode_that_arrives_late_tags_later_reports():
-    power = b'{"event_type":"power_report","gateway":1,"node":5,"timestamp":"2025-01-01T12:00:00Z","rssi":100}'
-    infra = (b'{"event_type":"infrastructure_report","gateways":{},"nodes":{"1":{"5":'
-             b'{"address":"04:C0:5B:40:00:A2:34:6F","barcode":"4-A2346FZ"}}}}')
+    power = power_report(5, 1, "2025-01-01T12:00:00Z")
+    infra = infrastructure_report({1: {5: {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"}}})
     conv = Converter()
     assert "barcode" not in conv.convert(power)
     assert conv.convert(infra) is None
@@ -93,11 +92,10 @@ def test_bad_timestamps_are_refused(text):
 
 
 def report(**over) -> bytes:
-    base = {"event_type": "power_report", "gateway": 7, "node": 3,
-            "timestamp": "2025-04-03T17:20:03Z", "voltage_in": 30.0, "voltage_out": 30.0,
-            "current": 1.0, "dc_dc_duty_cycle": 1.0, "temperature": 20.0, "rssi": 100}
-    base.update(over)
-    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+    """A fork power report of round values; `name=...` leaves a member out."""
+    return power_report(**{"node": 3, "gateway": 7, "timestamp": "2025-04-03T17:20:03Z",
+                           "voltage_in": 30.0, "voltage_out": 30.0, "current": 1.0,
+                           "temperature": 20.0, "rssi": 100, **over})
 
 
 @pytest.mark.parametrize("line, why", [
@@ -214,9 +212,8 @@ def test_a_bus_cycling_through_ids_cannot_grow_memory_without_bound():
     from tigo_execd.registry import MAX_NODES
     conv = Converter()
     lines = [report(gateway=g, node=n) for g in range(3) for n in range(1, 2 * MAX_NODES // 3 + 2)]
-    infra = orjson.dumps({"event_type": "infrastructure_report", "gateways": {},
-                          "nodes": {"9": {str(n): {"address": "04:C0:5B:40:00:A2:34:6F"}
-                                          for n in range(1, MAX_NODES + 10)}}})
+    infra = infrastructure_report({9: {n: {"address": "04:C0:5B:40:00:A2:34:6F"}
+                                       for n in range(1, MAX_NODES + 10)}})
     out = conv.convert_lines([infra, *lines])
     assert out.count("\n") == len(lines)  # every report is still written
     assert len(conv._tags) == len(conv.counters.nodes) == MAX_NODES

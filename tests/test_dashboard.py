@@ -4,15 +4,15 @@ real InfluxDB 1.x holding a known synthetic day, with the figures checked agains
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-import dashboard_day as day
-from dashboard_day import MIN, NOW, DAY0
-from dashboard_grafana import (Range, Var, all_panels, interpolate, interval_ms, load, panel_range,
-                               sort_options)
-from dashboard_render import render
+from support import dashboard_day as day
+from support.dashboard_day import MIN, NOW, DAY0
+from support.dashboard_grafana import (Range, Var, all_panels, interpolate, interval_ms, load,
+                                       panel_range, sort_options)
+from support.dashboard_render import render
+from support.paths import ROOT
 
 # Grafana unit ids (the `unit` values of Grafana's unit picker, packages/grafana-data valueFormats)
 # that this dashboard may use.
@@ -20,7 +20,6 @@ GRAFANA_UNITS = {"watt", "kwatth", "volt", "amp", "celsius", "percentunit", "non
                  "Bps"}
 DS_REF = {"type": "influxdb", "uid": "${datasource}"}
 DASH_RANGE = Range(DAY0, NOW)  # the synthetic day, the night and the next morning up to "now"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

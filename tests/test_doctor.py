@@ -14,9 +14,10 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, tigo_execd_argv
-from proc import FAKE_TAPTAP
-from servers import free_port
+
+from support.paths import ROOT
+from support.proc import FAKE_TAPTAP, tigo_execd_argv
+from support.servers import free_port
 
 DIALOUT = grp.getgrnam("dialout").gr_gid
 # The shipped systemd drop-in, as installed into /etc/systemd/system/telegraf.service.d/.

@@ -24,10 +24,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-import fuzz_strategies as fs
-from conftest import tigo_execd_argv
-from telegraf_harness import parse_line
-from telegraf_mqtt import Metric
+from support import fuzz_strategies as fs
+from support.proc import tigo_execd_argv
+from support.telegraf_harness import parse_line
+from support.telegraf_mqtt import Metric
 from tigo_execd.clock import TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.registry import Registry
@@ -55,7 +55,7 @@ CORPUS_BYTES = 16 << 20  # of hostile lines for the run of the real process (lon
 CI_EXAMPLES = {"bytes": 500, "json": 300, "taptap": 500, "valid": 800, "timestamps": 400,
                "paths": 300, "pieces": 400}
 LONG = int(os.environ.get("TIGO_FUZZ_EXAMPLES", "0") or 0)
-pytestmark = pytest.mark.timeout(0 if LONG else 120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(0 if LONG else 120)]
 
 
 def fuzz(name: str) -> settings:

@@ -11,16 +11,15 @@ import re
 import threading
 import time
 import tomllib
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-import telegraf_harness as th
-import telegraf_mqtt
+from support import telegraf_harness as th
+from support import telegraf_mqtt
+from support.paths import ROOT
 from test_watchdog import MUNICH, NOON, fleet, health, ingest_rows, ns
 
-ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "telegraf" / "tigo-health.conf"
 # Functions of JSONata 1.5 (Telegraf's blues/jsonata-go implements 1.5.4); later ones such as
 # $distinct, $type, $eval, $formatInteger or a picture argument of $fromMillis are not there.

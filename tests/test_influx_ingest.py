@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-from conftest import tigo_execd_argv
-
-DATA = Path(__file__).parent / "data"
+from support.paths import DATA
+from support.proc import tigo_execd_argv
 
 
 def produce(*args: str) -> list[bytes]:

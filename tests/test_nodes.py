@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from conftest import tigo_execd_argv
-from servers import free_port
+from support.proc import tigo_execd_argv
+from support.servers import free_port
 
 UNTIL = datetime(2026, 6, 21, 20, 0, tzinfo=timezone.utc)
 SUNRISE = datetime(2026, 6, 21, 6, 0, tzinfo=timezone.utc)

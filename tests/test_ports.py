@@ -11,8 +11,10 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import tigo_execd_argv
-from proc import ROOT
+import pytest
+
+from support.paths import ROOT
+from support.proc import tigo_execd_argv
 from test_bridge import DIALOUT, NO_DAC, NOBODY, Pty
 from tigo_execd import ports
 
@@ -112,20 +114,18 @@ def test_not_found_lists_the_by_id_names(tmp_path):
 
 
 def test_error_kinds_come_from_real_os_errors(tmp_path):
-    try:
+    with pytest.raises(OSError) as missing:
         os.open(tmp_path / "absent", os.O_RDONLY)
-    except OSError as exc:
-        assert ports.classify(exc) == "missing"
+    assert ports.classify(missing.value) == "missing"
     pty = Pty()
     fd = os.open(pty.path, os.O_RDWR | os.O_NOCTTY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     other = os.open(pty.path, os.O_RDWR | os.O_NOCTTY)
     try:
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        raise AssertionError("the second lock should fail")
-    except OSError as exc:
-        assert ports.classify(exc) == "busy"
-        assert f"pid {os.getpid()}" not in ports.explain(pty.path, exc)  # itself is not a holder
+        with pytest.raises(OSError) as busy:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert ports.classify(busy.value) == "busy"
+        assert f"pid {os.getpid()}" not in ports.explain(pty.path, busy.value)  # itself is no holder
     finally:
         os.close(other)
         os.close(fd)

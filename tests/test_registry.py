@@ -14,8 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import tigo_execd_argv
-from proc import Child
+from support.proc import Child, tigo_execd_argv
 from tigo_execd.convert import Converter
 from tigo_execd.identity import parse_names
 from tigo_execd.log import log

@@ -1,6 +1,6 @@
 """`tigo-execd run` as a process, the way Telegraf's inputs.execd runs it (TELEGRAF.md).
 
-The fake taptap (tests/fake_taptap.py) crashes, hangs, writes to stderr and exits with taptap's codes.
+The fake taptap (tests/support/fake_taptap.py) crashes, hangs, writes to stderr and exits with taptap's codes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import tigo_execd_argv
-from proc import FAKE_TAPTAP, Child, pid_alive
+from support.proc import FAKE_TAPTAP, Child, pid_alive, tigo_execd_argv
 from tigo_execd.log import Log
 
 DATA = Path(__file__).parent / "data"

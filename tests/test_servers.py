@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from servers import InfluxServer
+from support.servers import InfluxServer
 from tigo_execd.influx import InfluxAuthFailed, InfluxUnreachable
 
 

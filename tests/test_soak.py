@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
+import pytest
+
+from support.paths import TESTS
+
+sys.path.insert(0, str(TESTS / "bench"))
 
 import soak  # noqa: E402
 
 REPORTS = int(os.environ.get("TIGO_SOAK_REPORTS", "20000"))
+pytestmark = pytest.mark.slow
 
 
 def test_soak_every_report_stored_exactly_once_across_kills_and_unplugs(influxd, influx_db):

@@ -1,4 +1,4 @@
-"""The shipped telegraf/ files, run the way Telegraf runs them (tests/telegraf_harness.py).
+"""The shipped telegraf/ files, run the way Telegraf runs them (tests/support/telegraf_harness.py).
 
 The confs are used unchanged, copied where the install guide puts them; only the environment
 (what /etc/default/telegraf would hold) differs: TIGO_EXECD points at this checkout, TIGO_SOURCE
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-import telegraf_harness as th
-from proc import FAKE_TAPTAP, Child, pid_alive
+from support import telegraf_harness as th
+from support.proc import FAKE_TAPTAP, Child, pid_alive
 from tigo_execd.doctor import plugins, unknown_options
 
 ROOT = Path(__file__).resolve().parent.parent

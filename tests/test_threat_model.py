@@ -26,16 +26,17 @@ from pathlib import Path
 
 import pytest
 
-import telegraf_harness as th
-from conftest import ROOT, tigo_execd_argv
-from proc import FAKE_TAPTAP, Child
+from support import telegraf_harness as th
+from support.paths import DATA, ROOT
+from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
+from support.taptap_lines import stamp
+from support.wait import wait_until_async
 from test_bridge import BUS, Pty, run_bridge, taptap_starts
 from test_telegraf_configs import descendants, telegraf_env
 from tigo_execd import cli, identity, log as logmod
 from tigo_execd.convert import parse_timestamp
 from tigo_execd.registry import Registry
 
-DATA = ROOT / "tests" / "data"
 SAMPLE = DATA / "taptap-upstream.jsonl"   # 10 reports, nodes 116, 82, 19, 121, 2 (4-A2346FZ), 3
 TELEGRAF = ROOT / "telegraf"
 SECRET_VARS = ("INFLUX_USER", "INFLUX_PASS", "MQTT_USER", "MQTT_PASS")
@@ -71,8 +72,7 @@ def fresh(lines: list[bytes]) -> list[bytes]:
     out = []
     for line, ns in zip(lines, stamps):
         doc, ns = json.loads(line), ns + shift
-        doc["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + \
-            f".{ns % 10**9:09d}Z"
+        doc["timestamp"] = stamp(ns)
         out.append(json.dumps(doc).encode() + b"\n")
     return out
 
@@ -232,11 +232,10 @@ def test_processes_from_the_shipped_confs_show_no_credentials(
         await data.start()
         await health.start(gather_loop=False)
         health.inputs[0].gather()
-        deadline = time.monotonic() + 30
-        while not (data.outputs[0].written >= 10
-                   and any(m.name == "tigo_health" for m in health.collected)):
-            assert time.monotonic() < deadline, data.log.records + health.log.records
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: data.outputs[0].written >= 10
+                               and any(m.name == "tigo_health" for m in health.collected), 30,
+                               lambda: f"10 reports and one health metric; "
+                                       f"log: {data.log.records + health.log.records}")
         for execd in data.inputs + health.inputs:
             for pid in {execd.proc.pid, *descendants(execd.proc.pid)}:
                 command_lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pytest
 
-from conftest import tigo_execd_argv
-from servers import free_port
-from telegraf_harness import parse_line
+from support.proc import tigo_execd_argv
+from support.servers import free_port
+from support.telegraf_harness import parse_line
 from tigo_execd import lineproto
 
 NOON = "2026-06-21T12:00:00Z"        # Munich: sun about 65 deg high

@@ -3,7 +3,7 @@
 
 The whole shipped path: a pseudo-terminal stands in for the USB RS-485 adapter behind a
 /dev/serial/by-id-style symlink (under /dev/shm, so that `--source` takes it as a serial port);
-tigo-execd (telegraf/tigo.conf, unchanged, run by tests/telegraf_harness.py with only the
+tigo-execd (telegraf/tigo.conf, unchanged, run by tests/support/telegraf_harness.py with only the
 environment set) relays it to the fake taptap, which prints every JSON line of the "bus" as a
 report; outputs.influxdb writes to a real influxd. During the run the fake taptap is SIGKILLed
 (tigo-execd's Supervisor restarts it) and the adapter is unplugged and replugged (tigo-execd
@@ -54,7 +54,8 @@ for _path in (str(ROOT), str(TESTS)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import telegraf_harness as th  # noqa: E402
+from support import telegraf_harness as th  # noqa: E402
+from support.proc import FAKE_TAPTAP_SCRIPT
 from tigo_execd.influx import Influx  # noqa: E402
 
 LINK_NAME = "usb-FTDI_FT232R_USB_UART_SOAK0001-if00-port0"
@@ -270,7 +271,7 @@ class Soak:
         bindir = self.workdir / "bin"
         bindir.mkdir()
         for name, argv in (("tigo-execd", f'"{sys.executable}" -m tigo_execd'),
-                           ("taptap", f'"{sys.executable}" "{TESTS / "fake_taptap.py"}"')):
+                           ("taptap", f'"{sys.executable}" "{FAKE_TAPTAP_SCRIPT}"')):
             script = bindir / name
             script.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec {argv} "$@"\n')
             script.chmod(0o755)
@@ -523,7 +524,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=Plan.batch_size)
     ap.add_argument("--sample-every", type=float, default=5.0)
     args = ap.parse_args()
-    from servers import InfluxServer
+    from support.servers import InfluxServer
     plan = Plan(args.reports, args.kills, args.unplugs, args.rate, args.window,
                 batch_size=args.batch_size, sample_every=args.sample_every)
     t0 = time.monotonic()

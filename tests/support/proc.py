@@ -9,8 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-FAKE_TAPTAP = [sys.executable, str(ROOT / "tests" / "fake_taptap.py")]
+from support.paths import ROOT, TESTS
+from support.wait import wait_until
+
+FAKE_TAPTAP_SCRIPT = TESTS / "support" / "fake_taptap.py"
+FAKE_TAPTAP = [sys.executable, str(FAKE_TAPTAP_SCRIPT)]  # the fake taptap's command line
+
+
+def tigo_execd_argv(*args: str) -> list[str]:
+    """The command line that runs this checkout's tigo-execd."""
+    return [sys.executable, "-m", "tigo_execd", *args]
 
 
 class Child:
@@ -39,16 +47,15 @@ class Child:
                 self.err += data
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"timed out waiting for {what}; stdout={self.out[-2000:]!r} "
-                                     f"stderr={self.err[-3000:]!r}")
+        """Collect output until `predicate()` holds; the failure shows the output's tail."""
+        def pause(seconds: float) -> None:
             if self.sel.get_map():
-                self.pump(min(remaining, 0.1))
+                self.pump(seconds)
             else:
-                time.sleep(min(remaining, 0.05))  # both pipes closed: only the predicate can change
+                time.sleep(seconds)  # both pipes closed: only the predicate can change
+
+        wait_until(predicate, timeout,
+                   lambda: f"{what}; stdout={self.out[-2000:]!r} stderr={self.err[-3000:]!r}", pause)
 
     def wait_stdout(self, text: bytes, timeout: float = 10.0) -> None:
         self.wait_for(lambda: text in self.out, timeout, f"{text!r} on stdout")

@@ -1,7 +1,7 @@
 """Real servers for the tests: InfluxDB 1.x (`influxd`) and Mosquitto, on free loopback ports.
 
 Each server runs from a temporary directory with its own config and data, is waited for by polling
-its port (with a deadline, never a blind sleep), and is stopped and reaped on exit. A missing
+its port (support.wait, never a blind sleep), and is stopped and reaped on exit. A missing
 binary fails with the command that installs it: integration tests are never skipped.
 """
 
@@ -12,9 +12,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from support.wait import wait_until
 
 INSTALL_HINT = "install it with: apt-get install -y influxdb mosquitto (or run .ci/run)"
 
@@ -23,17 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise TimeoutError(f"{what}: not ready after {timeout} s")
 
 
 def _binary(name: str, extra: tuple[str, ...] = ()) -> str:
@@ -57,6 +48,20 @@ class Server:
         self.log = open(self.dir / "server.log", "wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
+
+    def _wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Wait until `ready()`; a server that exits meanwhile fails at once, with its log."""
+        def check() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
+                                   f"{(self.dir / 'server.log').read_text(errors='replace')[-2000:]}")
+            return ready()
+
+        try:
+            wait_until(check, timeout, f"{self.name} to accept connections on port {self.port}")
+        except BaseException:
+            self.stop()  # no server left running behind a failed start
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -109,7 +114,7 @@ bind-address = "127.0.0.1:{rpc}"
 """)
         self._spawn([_binary("influxd", ("/usr/bin/influxd",)), "-config", str(conf)])
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(self._ping, 30, "influxd", self.proc)
+        self._wait_ready(self._ping, 30)
         if auth:
             self.raw_query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES")
 
@@ -148,7 +153,7 @@ class MosquittoServer(Server):
         conf = self.dir / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         self._spawn([_binary("mosquitto", ("/usr/sbin/mosquitto",)), "-c", str(conf)])
-        wait_for(self._listening, 15, "mosquitto", self.proc)
+        self._wait_ready(self._listening, 15)
 
     def _listening(self) -> bool:
         try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from support.paths import ROOT
 
-DASHBOARD = Path(__file__).resolve().parent.parent / "grafana" / "tigo-dashboard.json"
+DASHBOARD = ROOT / "grafana" / "tigo-dashboard.json"
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)|\[\[(\w+)\]\]")
 _REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
 # Grafana's rangeutil.roundInterval: (upper bound, rounded interval), both in milliseconds

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A stand-in for taptap (which cannot be built here), faithful to shared/reference/TAPTAP.md.
+"""A stand-in for taptap (which cannot be built here), faithful to taptap as the source of upstream
+(https://github.com/willglynn/taptap) and of the fork (https://github.com/litinoveweedle/taptap) shows it.
 
 Covers: the `observe` CLI of upstream and fork (`--serial PORT`, `--tcp HOST [--port N]`, the fork's
 extra `--reconnect-*`/`--state-file` options are accepted and ignored), usage errors (exit 2), a source

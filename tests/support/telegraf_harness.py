@@ -1,14 +1,15 @@
 """Run telegraf.d files the way Telegraf would, for tests (Telegraf itself cannot be installed here).
 
-Emulates the behaviours listed in shared/reference/TELEGRAF.md (read from Telegraf's source) that
-tigo-execd depends on:
+Emulates the behaviours of Telegraf (https://github.com/influxdata/telegraf, read from its source:
+config/config.go, plugins/inputs/execd, plugins/common/process, plugins/parsers/influx,
+plugins/outputs/influxdb and plugins/outputs/mqtt) that tigo-execd depends on:
 
 - Config: `--config FILE` then every `*.conf` of `--config-directory` in lexical order (tomllib).
   Option names are checked per plugin against tests/data/telegraf-plugin-options.json; an unknown
-  one stops start-up, as Telegraf does. `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-  `${VAR:?err}`, `${VAR?err}` are substituted inside TOML string values only (1.38+); an unset
-  `${VAR}` without default stays as written (these two rules come from tigo_execd.doctor, which
-  applies them on users' machines). Durations: Go forms ("10s", "1m30s") or integer seconds.
+  one stops start-up, as Telegraf does. Environment variables are substituted in TOML string
+  values only, as support/telegraf_envvar.py describes (its own code, not tigo_execd's: the
+  stand-in must not share the rules it checks). Durations: Go forms ("10s", "1m30s") or integer
+  seconds.
 - inputs.execd: plain exec of `command` (PATH lookup, Telegraf's environment plus `environment`,
   same cwd, no new process group); a failing first spawn is a start-up error. stdin stays open;
   `signal = "STDIN"` writes one `\\n` per gather (first one about one interval after start),
@@ -30,7 +31,7 @@ tigo-execd depends on:
   `metric_buffer_limit` (oldest dropped when full) flushed every `flush_interval` or as soon as
   `metric_batch_size` metrics wait; unreachable = keep and retry, a rejected batch is dropped.
   A last flush on shutdown.
-- outputs.mqtt through tests/telegraf_mqtt.py (JSON serializer, JSONata, topic, qos, retain); a
+- outputs.mqtt through support/telegraf_mqtt.py (JSON serializer, JSONata, topic, qos, retain); a
   broker unreachable at start is retried once after 15 s, then start-up fails.
 - `--test` / `--test-wait N` (one immediate gather, wait, stop, print `> line` with tags and fields
   sorted, outputs unused), `--once` (the same but written to the outputs), `--input-filter`.
@@ -44,7 +45,7 @@ omit_hostname are accepted and ignored. No processors, aggregators, secret store
 interval rounding. Globs use fnmatch (`*`, `?`, `[]`, no `{a,b}`). A metric's timestamp precision
 is always ns. Log lines carry the wall-clock time and are also kept in `Harness.log.records`.
 
-Use: `python tests/telegraf_harness.py --config F --config-directory D [--test --test-wait N]`,
+Use: `python tests/support/telegraf_harness.py --config F --config-directory D [--test --test-wait N]`,
 or from Python `load_config(...)` + `Harness(config)` (`await h.start()`, `await h.stop()`,
 `await h.test(wait)`).
 """
@@ -64,18 +65,20 @@ import signal
 import socket
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-if __name__ == "__main__":
-    sys.path.append(str(Path(__file__).resolve().parent.parent))  # this checkout's tigo_execd
+if __name__ == "__main__":  # run as a script: tests/ (support) and the checkout (tigo_execd)
+    sys.path[:0] = [str(Path(__file__).resolve().parents[i]) for i in (1, 2)]
 
-from telegraf_mqtt import Metric, passes
-from tigo_execd.doctor import load_conf, unknown_options
+from support import telegraf_envvar, telegraf_mqtt
+from support.paths import DATA
+from support.telegraf_mqtt import Metric, passes
 
-OPTIONS_FILE = Path(__file__).resolve().parent / "data" / "telegraf-plugin-options.json"
+OPTIONS_FILE = DATA / "telegraf-plugin-options.json"
 STOP_GRACE = 5.0  # Telegraf's fixed wait before SIGTERM and again before SIGKILL
 STDERR_MAX_LINE = 64 * 1024
 STDOUT_MAX_LINE = 16 * 1024 * 1024
@@ -202,18 +205,31 @@ def known_options() -> dict[str, list[str]]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
+def unknown_options(kind: str, table: Mapping[str, Any], known: Mapping[str, list[str]]) -> list[str]:
+    """The keys of a plugin's (or the agent's) table that Telegraf would refuse. A sub-table is
+    checked when `<kind>.<key>` has a list of its own (outputs.mqtt.v5); the keys of the others
+    (tags, tagpass, tagdrop, v5.user_properties) are the user's."""
+    bad = []
+    for key, value in table.items():
+        if key not in known.get(kind, ()):
+            bad.append(key)
+        elif isinstance(value, dict) and f"{kind}.{key}" in known:
+            bad += [f"{key}.{sub}" for sub in unknown_options(f"{kind}.{key}", value, known)]
+    return sorted(bad)
+
+
 def _load_file(path: Path, env: Mapping[str, str], known: Mapping[str, list[str]],
                config: Config) -> None:
     try:
-        doc = load_conf(path, env)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        doc = telegraf_envvar.load(path.read_text(encoding="utf-8"), env)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, telegraf_envvar.MissingVariable) as exc:
+        raise ConfigError(f"error loading config file {path}: error parsing data: {exc}") from None
     for top, body in doc.items():
         if top == "agent":
             bad = unknown_options("agent", body, known)
             if bad:
                 raise ConfigError(f"error loading config file {path}: agent: configuration specified "
-                                  f"the fields {bad} but they were not used")
+                                  f"the fields {json.dumps(bad)} but they were not used")
             config.agent.update(body)
         elif top == "global_tags":
             config.global_tags.update({k: str(v) for k, v in body.items()})
@@ -723,7 +739,7 @@ class InfluxDBOutput(Output):
 
 
 class MQTTOutput(Output):
-    """outputs.mqtt through tests/telegraf_mqtt.py (JSON serializer, topic, qos, retain)."""
+    """outputs.mqtt through support/telegraf_mqtt.py (JSON serializer, topic, qos, retain)."""
 
     def __init__(self, plugin: Plugin, config: Config, log: Log) -> None:
         super().__init__(plugin, config, log)
@@ -755,7 +771,6 @@ class MQTTOutput(Output):
                                f"dial tcp {self.host}:{self.port}: connection refused")
 
     async def write(self, batch: list[Metric]) -> bool:
-        import telegraf_mqtt
         msgs = telegraf_mqtt.messages(batch, self.opts)
         try:
             await asyncio.to_thread(telegraf_mqtt.publish, msgs, self.opts, self.host, self.port)

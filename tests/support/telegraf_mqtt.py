@@ -1,7 +1,7 @@
 """Telegraf's `outputs.mqtt` with `data_format = "json"`, emulated for tests (Telegraf cannot be installed).
 
-Follows /work/shared/reference/TELEGRAF.md and Telegraf's plugins/serializers/json and
-plugins/outputs/mqtt: one compact JSON object per metric (`fields`, `name`, `tags`, `timestamp`),
+Follows Telegraf's plugins/serializers/json and plugins/outputs/mqtt
+(https://github.com/influxdata/telegraf): one compact JSON object per metric (`fields`, `name`, `tags`, `timestamp`),
 written by Go's encoding/json (keys sorted, `<>&` as \\u003c-style escapes, 230.0 printed as `230`,
 NaN/Inf fields left out), the timestamp divided by `json_timestamp_units` (default 1s, rounded down
 to a power of ten like Telegraf does), `json_transformation` applied with a real JSONata
