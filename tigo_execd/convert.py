@@ -277,7 +277,8 @@ class Converter:
         for numbers, piece, value in zip(self._numbers, pieces, values):
             if len(numbers) < PIECES_MAX:
                 numbers[piece] = value
-        for texts, piece, text in zip(self._texts, pieces[3:], (values[3][1], values[4][1], rssi_t)):
+        (_, duty_t), (_, temp_t) = values[3:]
+        for texts, piece, text in zip(self._texts, pieces[3:], (duty_t, temp_t, rssi_t)):
             if len(texts) < PIECES_MAX:
                 texts[piece] = text
 
