@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 
 import orjson
@@ -9,7 +11,7 @@ import pytest
 
 from support.paths import DATA
 from support.taptap_lines import infrastructure_report, power_report
-from tigo_execd import lineproto
+from tigo_execd import convert, lineproto
 from tigo_execd.convert import Converter, parse_timestamp
 
 WORKED = (b'{"gateway":{"id":4609},"node":{"id":116},"timestamp":"2024-08-24T09:16:41.686961-05:00",'
@@ -131,21 +133,31 @@ def test_integers_stay_floats_and_rssi_stays_integer():
     assert fields["power_w"] == "60.000" and fields["current_out_a"] == "2.0000"  # fixed decimals
 
 
+class Counting(Converter):
+    """Counts the lines parsed: the others were made of known pieces."""
+
+    parsed = 0
+
+    def _parse(self, *args) -> None:  # type: ignore[no-untyped-def]
+        self.parsed += 1
+        super()._parse(*args)
+
+
 def test_extreme_numbers_never_make_inf_or_nan():
-    out = Converter().convert(report(voltage_in=1e300, current=1e300, voltage_out=1e-320))
+    conv = Counting()
+    line = report(voltage_in=1e300, current=1e300, voltage_out=1e-320)
+    tiny = report(voltage_in=1e6, current=1e6, voltage_out=5e-324)  # power finite, current_out not
+    out = conv.convert_lines([line, tiny, line, tiny])  # the second time made of known pieces
+    assert conv.parsed == 2
     assert "inf" not in out.lower() and "nan" not in out.lower()
-    assert "power_w" not in out and "current_out_a" not in out
-    assert "voltage_in_v=1e+300" in out
+    first, second, *again = out.splitlines()
+    assert again == [first, second]
+    assert "power_w" not in first and "current_out_a" not in first
+    assert "voltage_in_v=1e+300" in first
+    assert "power_w=1000000000000.000" in second and "current_out_a" not in second
 
 
 def test_lines_made_of_known_pieces_skip_parsing_and_write_the_same():
-    class Counting(Converter):
-        parsed = 0
-
-        def _parse(self, *args) -> None:  # type: ignore[no-untyped-def]
-            self.parsed += 1
-            super()._parse(*args)
-
     conv = Counting()
     a, b = report(voltage_in=30.55, current=4.955), report(node=4, voltage_out=0.0, rssi=99)
     mixed = b",".join(a.rsplit(b",", 7)[:3] + b.rsplit(b",", 7)[3:])  # a's head, b's current..rssi
@@ -155,6 +167,54 @@ def test_lines_made_of_known_pieces_skip_parsing_and_write_the_same():
     assert again.startswith(first)
     assert again == first + Converter().convert_lines([a, b, mixed]).split("\n", 2)[2]
     assert "node_id=3," in again.split("\n")[2] and "current_out_a" not in again.split("\n")[2]
+
+
+def test_a_line_of_known_pieces_has_the_field_texts_the_parsing_path_decided(monkeypatch):
+    """Structural: no field text is formatted anew for a line of known pieces. Changing how
+    `measured` and `rssi_field` write a value changes both paths' lines alike."""
+    real_measured, real_rssi = convert.measured, convert.rssi_field
+
+    def measured(value: object, prefix: str) -> tuple[float, str]:
+        number, text = real_measured(value, prefix)
+        return number, text and text + "01"  # 30.6 -> 30.601: the same value, written otherwise
+
+    def rssi_field(value: object) -> str:
+        text = real_rssi(value)
+        return text and text[:-1] + "0i"  # 132i -> 1320i
+
+    monkeypatch.setattr(convert, "measured", measured)
+    monkeypatch.setattr(convert, "rssi_field", rssi_field)
+    conv = Counting()
+    first, second = conv.convert(WORKED), conv.convert(WORKED)
+    assert conv.parsed == 1  # the second made of the first's pieces
+    assert first == second == (
+        "tigo_power_report,gateway_id=4609,node_id=116,src=tigo current_in_a=6.9401,"
+        "current_out_a=7.0319,duty_cycle=1.001,power_w=212.364,rssi=1320i,temperature_c=26.801,"
+        "voltage_in_v=30.601,voltage_out_v=30.201 1724509001686961000\n")
+
+
+FIELDS = ("current_in_a", "current_out_a", "duty_cycle", "power_w", "rssi", "temperature_c",
+          "voltage_in_v", "voltage_out_v")
+
+
+def test_each_field_is_written_in_one_place_for_both_paths():
+    """Structural: each field of the schema is spelled `name=` in exactly one string of
+    convert.py (docstrings aside), and the computed ones in convert_lines, where the parsing
+    path hands its values: there is one writer to change, never one per path."""
+    tree = ast.parse(inspect.getsource(convert))
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+
+    def strings(node: ast.AST) -> list[str]:
+        return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant)
+                and isinstance(n.value, str) and id(n) not in docstrings]
+
+    everywhere = strings(tree)
+    for name in FIELDS:
+        assert sum(text.count(f"{name}=") for text in everywhere) == 1, name
+    writer = next(node for node in ast.walk(tree)
+                  if isinstance(node, ast.FunctionDef) and node.name == "convert_lines")
+    assert all(any(f"{name}=" in text for text in strings(writer))
+               for name in ("power_w", "current_out_a"))
 
 
 def test_pieces_are_learnt_from_compact_taptap_json_only():

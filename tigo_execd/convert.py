@@ -6,10 +6,12 @@ events). Lines that are not JSON objects (taptap's `bad tx request: Frame {...}`
 noise: skipped and counted. Lines that look like JSON but cannot be used are invalid: counted and
 logged (rate-limited). The schema is the old ingest's, kept to the letter (README, Metrics).
 
-Two paths, one text: `_parse` (with `_fields`) parses a line and converts it value by value; it is
-where the text of every field is decided. A plain line it converted teaches its pieces, and a later
-line made only of known pieces is written from them by lookups (`convert_lines`), which is how a
-day of reports is converted at a fraction of the cost of parsing each.
+Two paths, one writer. `_parse` parses a line and decides the text of each measured value
+(`measured`, `rssi_field`). A plain line it converted teaches its pieces, each mapped to those
+texts, and a later line made only of known pieces gets its values and texts by lookups, which is
+how a day of reports is converted at a fraction of the cost of parsing each. Either way the
+values and texts go to the same few lines of `convert_lines`, the only code that computes and
+lays out a report's fields, so the two paths cannot write a report differently.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import datetime as dt
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -65,28 +69,48 @@ def parse_timestamp(text: str) -> int:
     return ns
 
 
-def _num(value: object) -> float | None:
-    """A measured value as float (JSON integers too, so field types never change), else None."""
-    t = type(value)
-    if t is float:
-        return value  # type: ignore[return-value]  # orjson never yields NaN or inf
-    if t is int:
-        f = float(value)  # type: ignore[arg-type]
-        return f if math.isfinite(f) else None
-    return None
+_NAN = math.nan
+# A report as convert_lines writes it: tags, timestamp (ns text), voltage_in, voltage_out and
+# current (NaN when missing), then the fields current_in_a, duty_cycle, rssi, temperature_c,
+# voltage_in_v and voltage_out_v as written ("" when missing).
+Report = tuple[str, str, float, float, float, str, str, str, str, str, str]
+
+
+def measured(value: object, prefix: str) -> tuple[float, str]:
+    """A measured value and its field as written (prefix, then the value); NaN and "" when it is
+    unusable. JSON integers become floats, so a field never changes type; a float is written as
+    taptap printed it (repr: the shortest text that reads back as the same float).
+    """
+    if type(value) is float:  # orjson never yields NaN or inf
+        number = value
+    elif type(value) is int:  # orjson's integers fit in 64 bits: never an OverflowError
+        number = float(value)
+    else:
+        return _NAN, ""
+    return number, f"{prefix}{number!r}"
+
+
+def rssi_field(value: object) -> str:
+    """rssi as an integer field (`,rssi=132i`), "" unless integral and within int64 (InfluxDB
+    rejects the whole line beyond)."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int and -2 ** 63 <= value < 2 ** 63:
+        return f",rssi={value}i"
+    return ""
 
 
 # taptap (serde) prints compact JSON with its keys in a fixed order: a power report is a head (ids,
-# and upstream's identities) followed by these seven members, none of which can hold a comma.
-_TAIL = ("timestamp", "voltage_in", "voltage_out", "current", "dc_dc_duty_cycle", "temperature",
-         "rssi")
+# and upstream's identities), the timestamp, the measured members and rssi, none of which can
+# hold a comma. The measured members in that order, each with what precedes its value in a line:
+# the field's name after a comma, or for current_in_a (the first field) after the tags' space.
+_MEASURED = (("voltage_in", ",voltage_in_v="), ("voltage_out", ",voltage_out_v="),
+             ("current", " current_in_a="), ("dc_dc_duty_cycle", ",duty_cycle="),
+             ("temperature", ",temperature_c="))
+_TAIL = ("timestamp", *(key for key, _ in _MEASURED), "rssi")
 _PLAIN_KEYS = (("event_type", "gateway", "node", *_TAIL), ("gateway", "node", *_TAIL))
-_FIELD_OF = {"voltage_in": "voltage_in_v", "voltage_out": "voltage_out_v",
-             "current": "current_in_a", "dc_dc_duty_cycle": "duty_cycle",
-             "temperature": "temperature_c", "rssi": "rssi"}
 PIECES_MAX = 4096  # distinct pieces remembered per member: measured values are 12-bit readings
 HEAD_MAX = 256     # bytes of a head remembered (upstream's with addresses and barcode: ~130)
-VALUE_MAX = 1e6    # |voltage|, |current| of a remembered piece: power and current_out stay finite
 
 
 def _snippet(raw: bytes) -> str:
@@ -120,10 +144,12 @@ class Converter:
         self._tags: dict[tuple[int, int], str] = {}
         self._tags_generation = -1
         self._times: dict[str | bytes, str] = {}  # timestamp text, and its piece -> ns text
-        # Pieces of lines converted before (see convert_lines): heads -> tags; each value member
-        # of the tail -> (value, its field as written)
+        # Pieces of lines converted before (see convert_lines): heads -> tags; the pieces of
+        # voltage_in, voltage_out and current -> (value, field as written), those of duty cycle,
+        # temperature and rssi -> field as written (nothing is computed from them)
         self._heads: dict[bytes, str] = {}
-        self._values: tuple[dict[bytes, tuple[float, str]], ...] = tuple({} for _ in _TAIL[1:])
+        self._numbers: tuple[dict[bytes, tuple[float, str]], ...] = ({}, {}, {})
+        self._texts: tuple[dict[bytes, str], ...] = ({}, {}, {})
         self._blank = 0
 
     def convert(self, raw: bytes) -> str | None:
@@ -135,29 +161,46 @@ class Converter:
 
         The hot path. A day of taptap output is made of few distinct pieces: a head per optimizer,
         a timestamp per 20 s cycle, a few thousand measured values. A line whose head and tail
-        members all come from lines that `_parse` converted and found plain is converted by
-        dictionary lookups alone, without parsing it again; any other line is parsed.
+        members all come from lines that `_parse` converted and found plain gets its values and
+        texts by dictionary lookups alone, without parsing it again; any other line is parsed.
         """
         out: list[str] = []
         append, heads, times = out.append, self._heads, self._times
-        vins, vouts, curs, duties, temps, rssis = self._values
+        vins, vouts, curs = self._numbers
+        duties, temps, rssis = self._texts
+        parsed: list[Report] = []
         self._check_registry()
         for raw in lines:
             try:
-                head, ts, vin, vout, cur, duty, temp, rssi = raw.rsplit(b",", 7)
+                head, ts, vin_p, vout_p, cur_p, duty_p, temp_p, rssi_p = raw.rsplit(b",", 7)
                 tags, ns = heads[head], times[ts]
-                vin, t_vin = vins[vin]
-                vout, t_vout = vouts[vout]
-                cur, t_cur = curs[cur]
-                t_duty, t_temp, t_rssi = duties[duty][1], temps[temp][1], rssis[rssi][1]
-            except (ValueError, KeyError):  # not made of known pieces
-                self._parse(raw, append)
-                continue
-            # computed as in _fields: power_w to 0.001 W, current_out_a to 0.0001 A, fixed decimals
+                vin, vin_t = vins[vin_p]
+                vout, vout_t = vouts[vout_p]
+                cur, cur_t = curs[cur_p]
+                duty_t, temp_t, rssi_t = duties[duty_p], temps[temp_p], rssis[rssi_p]
+            except (ValueError, KeyError):  # not made of known pieces: parsed
+                self._parse(raw, parsed.append)
+                if not parsed:  # nothing to write
+                    continue
+                tags, ns, vin, vout, cur, cur_t, duty_t, rssi_t, temp_t, vin_t, vout_t = \
+                    parsed.pop()
+            # The one writer of both paths: measured fields as `measured` and `rssi_field` wrote
+            # them, in name order with power_w (to 0.001 W) and current_out_a (to 0.0001 A), fixed
+            # decimals, each only when finite; current_out_a not when voltage_out is 0 (TS4-A-S)
             power = vin * cur
-            amps = f",current_out_a={power / vout:.4f}" if vout else ""
-            append(f"{tags} {t_cur}{amps},{t_duty},power_w={power:.3f},{t_rssi},{t_temp},{t_vin},"
-                   f"{t_vout} {ns}\n")
+            if power - power == 0.0:  # finite (inf - inf and NaN - NaN are NaN)
+                power_t = f",power_w={power:.3f}"
+                try:
+                    amps = power / vout
+                    amps_t = f",current_out_a={amps:.4f}" if amps - amps == 0.0 else ""
+                except ZeroDivisionError:
+                    amps_t = ""
+            else:
+                power_t = amps_t = ""
+            line = f"{tags}{cur_t}{amps_t}{duty_t}{power_t}{rssi_t}{temp_t}{vin_t}{vout_t} {ns}\n"
+            if not cur_t:  # another field comes first: its comma becomes the space after the tags
+                line = f"{tags} {line[len(tags) + 1:]}"
+            append(line)
         c = self.counters
         c.lines_read += len(lines) - lines.count(b"") - self._blank
         self._blank = 0
@@ -166,8 +209,9 @@ class Converter:
             c.last_report_monotonic = time.monotonic()
         return "".join(out)
 
-    def _parse(self, raw: bytes, append) -> None:  # type: ignore[no-untyped-def]
-        """The careful path: one line parsed, classified and converted value by value."""
+    def _parse(self, raw: bytes, report: Callable[[Report], None]) -> None:
+        """The careful path: one line parsed, classified, and a report's values and their texts
+        decided one by one, then handed to `report` (convert_lines writes them)."""
         try:
             obj = orjson.loads(raw)
             event = obj.get("event_type")
@@ -205,38 +249,38 @@ class Converter:
             self._invalid(str(exc), raw)
             return
         get = obj.get
-        fields = self._fields(get("voltage_in"), get("voltage_out"), get("current"),
-                              get("dc_dc_duty_cycle"), get("temperature"), get("rssi"))
-        if not fields:
+        values = [measured(get(key), prefix) for key, prefix in _MEASURED]
+        (vin, vin_t), (vout, vout_t), (cur, cur_t), (_, duty_t), (_, temp_t) = values
+        rssi_t = rssi_field(get("rssi"))
+        if not (vin_t or vout_t or cur_t or duty_t or temp_t or rssi_t):
             self._invalid("a report without any usable value", raw)
             return
-        append(f"{tags} {fields} {ns}\n")
-        self._remember(raw, obj, tags, ns, fields)
+        report((tags, ns, vin, vout, cur, cur_t, duty_t, rssi_t, temp_t, vin_t, vout_t))
+        self._remember(raw, obj, tags, ns, values, rssi_t)
 
-    def _remember(self, raw: bytes, obj: dict, tags: str, ns: str, fields: str) -> None:
+    def _remember(self, raw: bytes, obj: dict[str, Any], tags: str, ns: str,
+                  values: list[tuple[float, str]], rssi_t: str) -> None:
         """Keep the pieces of a plain report, so that lines made of them need no parsing.
 
         Plain: every member present, in taptap's order, as compact JSON (so each piece means the
-        same wherever it appears), values that `_fields` wrote in full and whose products stay
-        finite. The pieces map to what `_fields` wrote, so both paths write the same line.
+        same wherever it appears), every value usable (so a line of pieces has all its fields).
+        Each piece maps to the value and text `_parse` decided for it, so that a line of pieces
+        reaches the writer in convert_lines exactly as if it had been parsed.
         """
-        if tuple(obj) not in _PLAIN_KEYS:
-            return
-        values = [obj[key] for key in _TAIL[1:]]
-        vin, vout, cur, *_, rssi = values
-        if not (all(type(v) is float for v in values[:-1]) and type(rssi) is int
-                and rssi < 2 ** 63 and abs(vin) <= VALUE_MAX and abs(cur) <= VALUE_MAX
-                and (vout == 0 or 1 / VALUE_MAX <= abs(vout) <= VALUE_MAX)
-                and orjson.dumps(obj) == raw):
+        if tuple(obj) not in _PLAIN_KEYS or not rssi_t or not all(text for _, text in values) \
+                or orjson.dumps(obj) != raw:
             return
         head, ts, *pieces = raw.rsplit(b",", 7)
-        written = {field.partition("=")[0]: field for field in fields.split(",")}
         self._times[ts] = ns
         if len(self._heads) < MAX_NODES and len(head) <= HEAD_MAX:
             self._heads[head] = tags
-        for table, piece, key, value in zip(self._values, pieces, _TAIL[1:], values):
-            if len(table) < PIECES_MAX:
-                table[piece] = (value, written[_FIELD_OF[key]])
+        for numbers, piece, value in zip(self._numbers, pieces, values):
+            if len(numbers) < PIECES_MAX:
+                numbers[piece] = value
+        (_, duty_t), (_, temp_t) = values[3:]
+        for texts, piece, text in zip(self._texts, pieces[3:], (duty_t, temp_t, rssi_t)):
+            if len(texts) < PIECES_MAX:
+                texts[piece] = text
 
     def _check_registry(self) -> None:
         """Forget tag strings (and the heads that map to them) when the registry learnt something."""
@@ -268,7 +312,8 @@ class Converter:
             self.counters.nodes.add((gateway, node))
         return tags
 
-    def _learn_upstream(self, gw: dict, node: dict, gateway: object, node_id: object) -> None:
+    def _learn_upstream(self, gw: dict[str, Any], node: dict[str, Any], gateway: object,
+                        node_id: object) -> None:
         """The addresses and barcode an upstream report carries go to the registry."""
         if type(gateway) is not int or type(node_id) is not int \
                 or not (0 <= gateway <= 65535 and 0 <= node_id <= 65535):
@@ -310,43 +355,13 @@ class Converter:
         text_ns = self._times[text] = str(ns)
         return text_ns
 
-    @staticmethod
-    def _fields(vin: object, vout: object, cur: object, duty: object, temp: object,
-                rssi: object) -> str:
-        """The schema's fields from whatever values a report has; a missing one drops only itself."""
-        vin, vout, cur, duty, temp = _num(vin), _num(vout), _num(cur), _num(duty), _num(temp)
-        power = vin * cur if vin is not None and cur is not None else None
-        if power is not None and not math.isfinite(power):
-            power = None
-        parts = []
-        if cur is not None:
-            parts.append(f"current_in_a={cur!r}")
-        if power is not None and vout:
-            out = power / vout
-            if math.isfinite(out):
-                parts.append(f"current_out_a={out:.4f}")
-        if duty is not None:
-            parts.append(f"duty_cycle={duty!r}")
-        if power is not None:
-            parts.append(f"power_w={power:.3f}")
-        if (type(rssi) is int or (type(rssi) is float and rssi.is_integer())) \
-                and -2 ** 63 <= rssi < 2 ** 63:  # InfluxDB rejects the whole line beyond int64
-            parts.append(f"rssi={int(rssi)}i")
-        if temp is not None:
-            parts.append(f"temperature_c={temp!r}")
-        if vin is not None:
-            parts.append(f"voltage_in_v={vin!r}")
-        if vout is not None:
-            parts.append(f"voltage_out_v={vout!r}")
-        return ",".join(parts)
-
     def _tag_string(self, gateway: int, node: int) -> str:
         tags = {"gateway_id": str(gateway), "node_id": str(node), "src": "tigo",
                 **self.registry.tags(gateway, node)}
         escaped = ((k, lineproto.tag_value(v)) for k, v in sorted(tags.items()))
         return self.measurement + "".join(f",{k}={v}" for k, v in escaped if v)
 
-    def _infrastructure(self, obj: dict) -> None:
+    def _infrastructure(self, obj: dict[str, Any]) -> None:
         """Fork identities: gateway addresses, node addresses and barcodes (map keys are int strings)."""
         self.counters.infrastructure_reports += 1
         gateways, nodes = obj.get("gateways"), obj.get("nodes")
