@@ -9,8 +9,9 @@ looked up on the service's PATH, and the serial port's permissions are checked f
 user with the groups systemd gives it. Run it with sudo so that it can read /etc/default/telegraf.
 Exit 0 when every check passes, 1 otherwise.
 
-The Telegraf-side rules (`${VAR}` only in TOML strings, unknown option names refused) follow
-Telegraf 1.38+; the option names per plugin ship in tigo_execd/data/telegraf-plugin-options.json.
+This module judges; what it reads is parsed elsewhere, the same way the services read it:
+Telegraf's files by telegraf_config.py (Telegraf 1.38+'s rules), systemd's by systemd.py, running
+processes by procfs.py, and the broker's answer by mqtt_probe.py.
 """
 
 from __future__ import annotations
@@ -530,7 +531,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     failed = False
-    for check in run_checks(args):
-        print(check.line(), flush=True)
-        failed = failed or check.status == "FAIL"
+    for finding in run_checks(args):
+        print(finding.line(), flush=True)
+        failed = failed or finding.status == "FAIL"
     return exitcodes.WARN if failed else exitcodes.OK
