@@ -452,9 +452,9 @@ def check_outputs(setup: Setup, config: str) -> list[Finding]:
     return out
 
 
-def check_groups(user: ServiceUser | None, user_name: str, port: str | None) -> Finding:
+def check_groups(user: ServiceUser | None, wanted: str, port: str | None) -> Finding:
     if user is None:
-        return fail("groups", f"no user {user_name!r}", "install Telegraf from InfluxData's "
+        return fail("groups", f"no user {wanted!r}", "install Telegraf from InfluxData's "
                     "repository (it creates the telegraf user)")
     if port is None:
         return skip("groups", "no serial port in use: no group needed")
