@@ -25,7 +25,8 @@ import pytest
 
 from support.paths import ROOT
 from support.proc import pid_alive, tigo_execd_argv
-from tigo_execd import bridge, ingest
+from tigo_execd import feeds, ingest
+from tigo_execd.capture import Recorder
 
 DATA = Path(__file__).parent / "data"
 BUS = (DATA / "taptap-upstream.jsonl").read_bytes()   # 10 power reports, 2138 bytes
@@ -47,7 +48,7 @@ class Run:
         self.out = self.err = b""
         self.changed = asyncio.Condition()
 
-    async def __aenter__(self) -> "Run":
+    async def __aenter__(self) -> Run:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self.env, cwd=ROOT)
@@ -114,7 +115,8 @@ class Run:
 def fake_taptap(tmp_path: Path) -> str:
     """A `taptap` wrapper script, as a user's --taptap may be, exec'ing the fake."""
     path = tmp_path / "taptap"
-    path.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'support' / 'fake_taptap.py'} \"$@\"\n")
+    fake = ROOT / "tests" / "support" / "fake_taptap.py"
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} {fake} \"$@\"\n")
     path.chmod(0o755)
     return str(path)
 
@@ -327,7 +329,7 @@ class Converter:
         self.script = script
         self.connections = 0
 
-    async def __aenter__(self) -> "Converter":
+    async def __aenter__(self) -> Converter:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -349,7 +351,9 @@ class Converter:
 
 def test_converter_dropping_the_connection_is_reconnected(tmp_path):
     async def scenario():
-        script = lambda n: (FIRST, "close") if n == 1 else (SECOND, "stay")
+        def script(n: int) -> tuple[bytes, str]:
+            return (FIRST, "close") if n == 1 else (SECOND, "stay")
+
         async with Converter(script) as conv, \
                 run_bridge(tmp_path, "--tcp", f"127.0.0.1:{conv.port}") as run:
             await run.wait_reports(10)
@@ -366,7 +370,9 @@ def test_converter_dropping_the_connection_is_reconnected(tmp_path):
 
 def test_a_silent_converter_is_noticed_and_reconnected(tmp_path):
     async def scenario():
-        script = lambda n: (FIRST if n == 1 else SECOND if n == 2 else b"", "stay")
+        def script(n: int) -> tuple[bytes, str]:
+            return FIRST if n == 1 else SECOND if n == 2 else b"", "stay"
+
         async with Converter(script) as conv, \
                 run_bridge(tmp_path, "--tcp", f"127.0.0.1:{conv.port}", "--silence-timeout", "1") as run:
             await run.wait_reports(10, timeout=15)
@@ -437,7 +443,7 @@ def test_replay_at_bus_speed_and_at_max(tmp_path):
         for run in (paced, fast):
             assert len(run.reports()) == 20
             assert f"bus_bytes={2 * len(BUS)}i".encode() in run.out
-        expected = 2 * len(BUS) / bridge.BUS_RATE
+        expected = 2 * len(BUS) / feeds.BUS_RATE
         assert replayed_seconds(paced) >= 0.95 * expected
         assert replayed_seconds(fast) < 0.3 * expected
         assert b"taptap exited" not in paced.err  # taptap was retired, not restarted
@@ -479,7 +485,7 @@ def test_record_then_replay_gives_the_same_output(tmp_path):
 
 def test_record_rotates_at_its_size_cap(tmp_path):
     path = str(tmp_path / "rec")
-    rec = bridge.Recorder(path, 4096)
+    rec = Recorder(path, 4096)
     chunks = [bytes([i]) * 1500 for i in range(7)]
     for chunk in chunks:
         rec.write(chunk)
@@ -488,7 +494,7 @@ def test_record_rotates_at_its_size_cap(tmp_path):
     assert len(current) <= 4096 and len(older) <= 4096
     assert older + current == b"".join(chunks)[-len(older + current):]  # one contiguous tail
     assert current == chunks[6]
-    bridge.Recorder(path, 4096).write(b"x")  # appends to what is there
+    Recorder(path, 4096).write(b"x")  # appends to what is there
     assert Path(path).read_bytes() == chunks[6] + b"x"
 
 
@@ -509,7 +515,7 @@ def test_source_spec(spec, expected):
     ("[fd00::5]:23", ("fd00::5", 23)), ("[fd00::5]", ("fd00::5", 502)),
 ])
 def test_host_port(text, expected):
-    assert bridge.parse_host_port(text) == expected
+    assert feeds.parse_host_port(text) == expected
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from test_bridge import fake_taptap
-from tigo_execd import bridge, ingest
+from tigo_execd import bridge, feeds, ingest, reconnect
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.identity import Identity
@@ -171,7 +171,7 @@ def bridge_source(feed, tmp_path: Path, monkeypatch) -> bridge.BridgeSource:
     """The bridge with the fake taptap; reopening at once instead of after 1 s, 2 s, ..."""
     quiet_log(monkeypatch)
     monkeypatch.setattr(ingest, "is_pipe", lambda fd: False)
-    monkeypatch.setattr(bridge, "MIN_DELAY", 0.0)
+    monkeypatch.setattr(reconnect, "MIN_DELAY", 0.0)
     return bridge.BridgeSource(feed, fake_taptap(tmp_path), diagnose_after=0)
 
 
@@ -190,7 +190,7 @@ def test_100_converter_reconnects_leak_nothing(tmp_path, monkeypatch):
         before = Snapshot.take()
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        source = bridge_source(bridge.TcpFeed("127.0.0.1", port), tmp_path, monkeypatch)
+        source = bridge_source(feeds.TcpFeed("127.0.0.1", port), tmp_path, monkeypatch)
         async with Pipeline(source, tmp_path) as pipeline:
             warm, last = await cycles(pipeline, 101, drop)
         drops[-1].close()  # the converter's end of the last connection, a socket of the test's
@@ -232,7 +232,7 @@ def test_100_serial_replugs_leak_nothing(tmp_path, monkeypatch):
     async def scenario() -> None:
         before = Snapshot.take()
         adapter = Adapter(tmp_path / "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0")
-        feed = bridge.SerialFeed(str(adapter.link))
+        feed = feeds.SerialFeed(str(adapter.link))
         source = bridge_source(feed, tmp_path, monkeypatch)
         is_open, feed_open = asyncio.Event(), feed.open
 

@@ -23,7 +23,7 @@ import pytest
 
 from support import telegraf_harness as th
 from support.proc import FAKE_TAPTAP, Child, pid_alive
-from tigo_execd.doctor import plugins, unknown_options
+from tigo_execd.telegraf_config import plugins, unknown_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TELEGRAF = ROOT / "telegraf"

@@ -9,148 +9,67 @@ looked up on the service's PATH, and the serial port's permissions are checked f
 user with the groups systemd gives it. Run it with sudo so that it can read /etc/default/telegraf.
 Exit 0 when every check passes, 1 otherwise.
 
-The Telegraf-side rules (`${VAR}` only in TOML strings, unknown option names refused) follow
-Telegraf 1.38+; the option names per plugin ship in tigo_execd/data/telegraf-plugin-options.json.
+This module judges; what it reads is parsed elsewhere, the same way the services read it:
+Telegraf's files by telegraf_config.py (Telegraf 1.38+'s rules), systemd's by systemd.py, running
+processes by procfs.py, and the broker's answer by mqtt_probe.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
-import fnmatch
 import grp
-import json
 import os
-import pwd
-import re
 import shlex
-import shutil
 import socket
 import stat
 import subprocess
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tigo_execd.bridge import parse_host_port
+from tigo_execd import exitcodes
 from tigo_execd.cli import add_log_level
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.feeds import parse_host_port
+from tigo_execd.influx import (
+    Influx,
+    InfluxAuthFailed,
+    InfluxBadUrl,
+    InfluxError,
+    InfluxUnreachable,
+    check_url,
+)
 from tigo_execd.ingest import parse_source_spec
-from tigo_execd.ports import BY_ID, by_id_links, processes_with, read_text
+from tigo_execd.mqtt_probe import CONNACK, mqtt_handshake
+from tigo_execd.ports import BY_ID, by_id_links
+from tigo_execd.procfs import holders
+from tigo_execd.systemd import SERVICE_PATH, ServiceUser, group_name, read_env_file, user_name
+from tigo_execd.taptap import cargo_bin, resolve
+from tigo_execd.telegraf_config import (
+    MEASUREMENT,
+    command_of,
+    header_lines,
+    known_options,
+    load_conf,
+    plugins,
+    tigo_metrics_sent,
+    unknown_options,
+)
 
-SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
 TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
                   "--profile minimal && ~/.cargo/bin/cargo install taptap --locked && "
                   "sudo install -m 755 ~/.cargo/bin/taptap /usr/local/bin/taptap")
-MEASUREMENT = "tigo_power_report"
-TIGO_METRICS = (MEASUREMENT, "tigo_ingest")  # what `tigo-execd run` gives the main Telegraf
 DROP_IN = "systemd/telegraf.service.d/tigo-execd.conf"  # shipped; gives the service dialout
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-
-
-# ---------------------------------------------------------------- Telegraf's config rules
-
-def substitute(text: str, env: Mapping[str, str]) -> str:
-    """Telegraf's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err} in one string.
-
-    An unset ${VAR} without a default stays as written (Telegraf keeps undeclared references).
-    """
-
-    def one(m: re.Match[str]) -> str:
-        name, op, arg = m[1], m[2], m[3] or ""
-        value = env.get(name)
-        missing = value is None or (op is not None and op.startswith(":") and value == "")
-        if op in (":-", "-"):
-            return arg if missing else str(value)
-        if op in (":?", "?") and missing:
-            raise ValueError(f"environment variable {name}: {arg or 'not set'}")
-        return m[0] if value is None else value
-
-    return _ENV_REF.sub(one, text)
-
-
-def substitute_strings(value: Any, env: Mapping[str, str]) -> Any:
-    """Substitute inside every string value of a parsed TOML document (and nowhere else)."""
-    if isinstance(value, str):
-        return substitute(value, env)
-    if isinstance(value, list):
-        return [substitute_strings(v, env) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute_strings(v, env) for k, v in value.items()}
-    return value
-
-
-def known_options() -> dict[str, list[str]]:
-    """Option names per plugin that Telegraf accepts (any other stops it at start-up)."""
-    text = resources.files("tigo_execd").joinpath("data/telegraf-plugin-options.json").read_text()
-    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
-
-
-def unknown_options(kind: str, table: Mapping[str, Any], known: Mapping[str, list[str]]) -> list[str]:
-    """The option names of one plugin table that Telegraf would reject (listed sub-tables too)."""
-    bad = []
-    for key, value in table.items():
-        if key not in known[kind]:
-            bad.append(key)
-        elif isinstance(value, dict) and f"{kind}.{key}" in known:
-            bad += [f"{key}.{sub}" for sub in unknown_options(f"{kind}.{key}", value, known)]
-    return bad
-
-
-def plugins(doc: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """("inputs.execd", table) for every plugin table of a parsed config file."""
-    for top in ("inputs", "outputs", "processors", "aggregators"):
-        section = doc.get(top)
-        for name, tables in section.items() if isinstance(section, dict) else ():
-            for table in tables if isinstance(tables, list) else [tables]:
-                if isinstance(table, dict):  # anything else: not a plugin table, Telegraf refuses it
-                    yield f"{top}.{name}", table
-
-
-def command_of(table: Mapping[str, Any]) -> list[str]:
-    """An execd plugin's `command` list as strings (empty when it is not a list)."""
-    command = table.get("command")
-    return [str(a) for a in command] if isinstance(command, list) else []
-
-
-def load_conf(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """One Telegraf config file, parsed and substituted; ValueError says what Telegraf would."""
-    try:
-        return substitute_strings(tomllib.loads(path.read_text()), env)
-    except (OSError, ValueError) as exc:  # TOML, UTF-8 or ${VAR:?error}
-        raise ValueError(f"error loading config file {path}: {exc}") from None
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, optional quotes).
-
-    ValueError when the file is not UTF-8 text; OSError when it cannot be read.
-    """
-    env = {}
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";")) or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        env[key.strip().removeprefix("export ").strip()] = value
-    return env
 
 
 # ---------------------------------------------------------------- results
 
 @dataclass
-class Check:
+class Finding:
+    """One check's verdict, printed as one line with the fix for a failure."""
+
     name: str
     status: str  # "ok", "FAIL" or "skip" (does not apply)
     detail: str
@@ -161,16 +80,16 @@ class Check:
         return text + (f" -- fix: {self.fix}" if self.fix else "")
 
 
-def ok(name: str, detail: str) -> Check:
-    return Check(name, "ok", detail)
+def ok(name: str, detail: str) -> Finding:
+    return Finding(name, "ok", detail)
 
 
-def fail(name: str, detail: str, fix: str) -> Check:
-    return Check(name, "FAIL", detail, fix)
+def fail(name: str, detail: str, fix: str) -> Finding:
+    return Finding(name, "FAIL", detail, fix)
 
 
-def skip(name: str, detail: str) -> Check:
-    return Check(name, "skip", detail)
+def skip(name: str, detail: str) -> Finding:
+    return Finding(name, "skip", detail)
 
 
 # ---------------------------------------------------------------- what the service will run
@@ -183,7 +102,7 @@ class Setup:
     """What Telegraf will use, read from the env file and the installed confs."""
 
     env: dict[str, str]
-    env_problem: Check | None
+    env_problem: Finding | None
     confs: list[Conf]  # telegraf.d's files, then the health instance's
     main: list[Conf]  # the main instance's: --config (when it exists), then telegraf.d's files
     source: str | None
@@ -275,23 +194,23 @@ def parse_source(spec: str | None) -> tuple[str, str]:
     return kind, value
 
 
-def check_taptap(taptap: str, source: str | None, timeout: float) -> Check:
+def check_taptap(taptap: str, source: str | None, timeout: float) -> Finding:
     """taptap found on the service's PATH, and it runs."""
     kind, value = parse_source(source)
     if kind == "jsonl":
         return skip("taptap", "not needed: the source is a file of taptap output")
     if kind == "taptap_cmd":
         taptap = shlex.split(value)[0]
-    path = shutil.which(taptap, path=SERVICE_PATH) if "/" not in taptap else taptap
-    if path is None or not os.path.exists(path):
-        cargo = Path.home() / ".cargo" / "bin" / "taptap"
+    path = resolve(taptap, SERVICE_PATH, cargo=False)
+    if path is None and os.sep in taptap and os.path.exists(taptap):
+        return fail("taptap", f"{taptap} is not executable", f"sudo chmod 755 {taptap}")
+    if path is None:
+        cargo = cargo_bin("taptap")
         if cargo.exists():
             return fail("taptap", f"only in {cargo}, which the telegraf service cannot see",
                         f"sudo install -m 755 {cargo} /usr/local/bin/taptap")
         return fail("taptap", f"{taptap!r} not found on the service's PATH ({SERVICE_PATH})",
                     TAPTAP_INSTALL)
-    if not os.access(path, os.X_OK):
-        return fail("taptap", f"{path} is not executable", f"sudo chmod 755 {path}")
     try:
         rc, out = _run([path, "--version"], timeout)
         version = out.splitlines()[0] if rc == 0 and out else ""
@@ -304,88 +223,11 @@ def check_taptap(taptap: str, source: str | None, timeout: float) -> Check:
     return ok("taptap", f"{path} runs ({version or 'version not reported'})")
 
 
-@dataclass
-class ServiceUser:
-    """The telegraf user as systemd runs it: its uid and every group it gets."""
-
-    name: str
-    uid: int
-    gids: dict[int, str]  # gid -> how it is granted
-
-    @classmethod
-    def lookup(cls, name: str, unit_dir: Path) -> ServiceUser | None:
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            return None
-        gids = {pw.pw_gid: "primary group"}
-        for g in grp.getgrall():
-            if name in g.gr_mem:
-                gids.setdefault(g.gr_gid, "/etc/group")
-        for conf in sorted(unit_dir.glob("*.conf")) if unit_dir.is_dir() else []:
-            try:
-                text = conf.read_text()
-            except (OSError, UnicodeDecodeError):
-                continue  # systemd cannot use it either
-            for line in text.splitlines():
-                key, _, value = line.strip().partition("=")
-                if key.strip() != "SupplementaryGroups":
-                    continue
-                for group in value.split():
-                    try:
-                        gids.setdefault(grp.getgrnam(group).gr_gid, str(conf))
-                    except KeyError:
-                        pass
-        return cls(name, pw.pw_uid, gids)
-
-    def can_open(self, st: os.stat_result) -> bool:
-        if self.uid == 0:
-            return True
-        need = stat.S_IRUSR | stat.S_IWUSR
-        if st.st_uid == self.uid:
-            return st.st_mode & need == need
-        if st.st_gid in self.gids:
-            return st.st_mode & (need >> 3) == need >> 3
-        return st.st_mode & (need >> 6) == need >> 6
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
 def _group_fix(group: str, user: str) -> str:
     """Two ways to give the service user the serial port's group: /etc/group or our drop-in."""
     return (f"sudo usermod -aG {group} {user} (or install {DROP_IN} as "
             "/etc/systemd/system/telegraf.service.d/tigo-execd.conf and run sudo systemctl "
             "daemon-reload), then sudo systemctl restart telegraf")
-
-
-def _under_telegraf(pid: str) -> bool:
-    """True when a telegraf process is among the ancestors (the service's own taptap)."""
-    while pid not in ("0", "1"):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "telegraf":
-                return True
-            pid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        except (OSError, IndexError):
-            return False
-    return False
-
-
-def _holders(device: str) -> list[str]:
-    """Processes outside the telegraf service that have the device open (all, when run as root)."""
-    return [f"{read_text(Path(f'/proc/{pid}/comm'))} (pid {pid})"
-            for pid in processes_with(os.path.realpath(device)) if not _under_telegraf(str(pid))]
 
 
 def serial_port(source: str | None) -> str | None:
@@ -397,7 +239,7 @@ def serial_port(source: str | None) -> str | None:
     return argv[argv.index("--serial") + 1] if "--serial" in argv[:-1] else None
 
 
-def check_source(source: str | None, user: ServiceUser | None, timeout: float) -> Check:
+def check_source(source: str | None, user: ServiceUser | None, timeout: float) -> Finding:
     """The serial port exists, the service may open it, nobody else has it; or the converter answers."""
     kind, value = parse_source(source)
     if kind == "unsplittable":
@@ -430,11 +272,11 @@ def check_source(source: str | None, user: ServiceUser | None, timeout: float) -
         return fail("source", f"{port} does not exist",
                     "plug in the RS-485 adapter and set TIGO_SOURCE to one of: "
                     + (", ".join(by_id) if by_id else "(none found in /dev/serial/by-id/)"))
-    mode = f"{stat.filemode(st.st_mode)} {_user_name(st.st_uid)}:{_group_name(st.st_gid)}"
+    mode = f"{stat.filemode(st.st_mode)} {user_name(st.st_uid)}:{group_name(st.st_gid)}"
     if user is not None and not user.can_open(st):
         return fail("source", f"{port} ({mode}) cannot be opened by user {user.name}",
-                    _group_fix(_group_name(st.st_gid), user.name))
-    holders = _holders(port)
+                    _group_fix(group_name(st.st_gid), user.name))
+    held = holders(port, outside="telegraf")  # the service's own taptap may hold it
     try:
         os.close(os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
     except OSError as exc:
@@ -442,37 +284,37 @@ def check_source(source: str | None, user: ServiceUser | None, timeout: float) -
         if not busy and exc.errno not in (errno.EACCES, errno.EPERM):  # the caller's rights
             return fail("source", f"{port} cannot be opened: {exc.strerror}",  # are not the service's
                         "re-plug the adapter; check dmesg for USB errors")
-        holders = holders or (["another process"] if busy else [])
-    if holders:
-        return fail("source", f"{port} is busy: open in {', '.join(holders)}",
+        held = held or (["another process"] if busy else [])
+    if held:
+        return fail("source", f"{port} is busy: open in {', '.join(held)}",
                     f"stop it (sudo fuser -v {port}; the old ingest: sudo systemctl disable --now "
                     "tigo-ingest.service)")
     return ok("source", f"{port} ({mode}) can be opened by {user.name if user else 'the service'}")
 
 
-def influx_url_problem(url: str) -> Check | None:
+def influx_url_problem(url: str) -> Finding | None:
     """What makes a URL no InfluxDB HTTP URL, said before any connection is tried."""
-    if "://" not in url:
+    try:
+        urlsplit(url).port  # noqa: B018 -- raises for a port that is no number, an unclosed [IPv6
+        check_url(url)
+    except InfluxBadUrl:
+        if "://" in url:
+            return fail("influxdb", f"URL {_without_credentials(url)!r}: {urlsplit(url).scheme}:// "
+                        "is not InfluxDB's HTTP API", "INFLUX_URL=http://HOST:8086 (or https://) in "
+                        "/etc/default/telegraf")
         try:
             bare = _without_credentials("http://" + url).removeprefix("http://")
         except ValueError:
             bare = "HOST:8086"
         return fail("influxdb", f"URL {bare!r} has no scheme: add http://",
                     f"INFLUX_URL=http://{bare} in /etc/default/telegraf")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises for a port that is no number
     except ValueError as exc:
         return fail("influxdb", f"URL {url.rsplit('@', 1)[-1]!r} is not a URL: {exc}",
                     "INFLUX_URL=http://HOST:8086 in /etc/default/telegraf")
-    if parts.scheme not in ("http", "https"):
-        return fail("influxdb", f"URL {_without_credentials(url)!r}: {parts.scheme}:// is not "
-                    "InfluxDB's HTTP API", "INFLUX_URL=http://HOST:8086 (or https://) in "
-                    "/etc/default/telegraf")
     return None
 
 
-def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Check]:
+def check_influx(conf: Mapping[str, Any], timeout: float) -> list[Finding]:
     """An HTTP URL, reachable, credentials accepted, database present."""
     urls = conf.get("urls")
     url = str(urls[0]) if isinstance(urls, list) and urls else "http://localhost:8086"  # Telegraf's
@@ -513,51 +355,7 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
-def _mqtt_string(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
-def mqtt_connect_packet(client_id: str, username: str = "", password: str = "",
-                        keep_alive: int = 10) -> bytes:
-    """An MQTT 3.1.1 CONNECT with a clean session."""
-    flags = 0x02 | (0x80 if username else 0) | (0x40 if username and password else 0)
-    body = _mqtt_string("MQTT") + bytes([4, flags]) + keep_alive.to_bytes(2, "big")
-    body += _mqtt_string(client_id)
-    if username:
-        body += _mqtt_string(username) + (_mqtt_string(password) if password else b"")
-    length, size = b"", len(body)
-    while True:  # remaining length: 7 bits per byte, high bit = more
-        size, digit = divmod(size, 128)
-        length += bytes([digit | (0x80 if size else 0)])
-        if not size:
-            break
-    return b"\x10" + length + body
-
-
-CONNACK = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
-           4: "bad user name or password", 5: "not authorized"}
-
-
-def mqtt_handshake(host: str, port: int, username: str, password: str, timeout: float) -> int:
-    """CONNECT, read the CONNACK, DISCONNECT; the CONNACK return code (0 = accepted)."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(mqtt_connect_packet(f"tigo-execd-doctor-{os.getpid()}", username, password))
-        reply = b""
-        while len(reply) < 4:
-            chunk = sock.recv(4 - len(reply))
-            if not chunk:
-                break
-            reply += chunk
-        if len(reply) < 4 or reply[0] != 0x20 or reply[1] != 2:
-            raise OSError(f"no MQTT CONNACK (got {reply!r}): is this an MQTT broker?")
-        if reply[3] == 0:
-            sock.sendall(b"\xe0\x00")
-        return reply[3]
-
-
-def check_mqtt(conf: Mapping[str, Any], timeout: float) -> Check:
+def check_mqtt(conf: Mapping[str, Any], timeout: float) -> Finding:
     server = conf.get("server")
     if not server:
         return skip("mqtt", "no broker configured (the health instance is not set up)")
@@ -586,7 +384,7 @@ def check_mqtt(conf: Mapping[str, Any], timeout: float) -> Check:
     return ok("mqtt", f"{host}:{port} accepts an MQTT connection")
 
 
-def check_confs(setup: Setup, config_directory: str) -> list[Check]:
+def check_confs(setup: Setup, config_directory: str) -> list[Finding]:
     """Each installed conf parses, uses only known options, and its execd programs exist."""
     known = known_options()
     out = []
@@ -604,8 +402,7 @@ def check_confs(setup: Setup, config_directory: str) -> list[Check]:
             if kind == "inputs.execd" and (command := command_of(table)):
                 program = command[0]
                 tigo = tigo or command[1:2] == ["run"]  # the data input, not the watchdog
-                found = shutil.which(program, path=SERVICE_PATH) if "/" not in program else program
-                if not found or not os.access(found, os.X_OK):
+                if resolve(program, SERVICE_PATH, cargo=False) is None:
                     problems.append(f"inputs.execd program {program} does not exist, so Telegraf "
                                     "will not start")
         if problems:
@@ -619,34 +416,7 @@ def check_confs(setup: Setup, config_directory: str) -> list[Check]:
     return out
 
 
-def tigo_metrics_sent(table: Mapping[str, Any]) -> list[str]:
-    """The Tigo metrics an output receives without having asked for them.
-
-    Telegraf's metric filter (models/filter.go in https://github.com/influxdata/telegraf): an
-    output with no filter gets every metric; `namepass` (globs on the metric name) keeps only
-    those matching, `namedrop` removes those matching. An output that selects its metrics itself
-    (namepass, tagpass or metricpass) is taken at its word; otherwise whatever namedrop does not
-    remove reaches it. Globs are matched like fnmatch (`*`, `?`, `[...]`), which covers the
-    glob library Telegraf uses except its `{a,b}` alternatives.
-    """
-    if any(table.get(key) for key in ("namepass", "tagpass", "metricpass")):
-        return []
-    drops = table.get("namedrop")
-    drops = [str(g) for g in drops] if isinstance(drops, list) else []
-    return [m for m in TIGO_METRICS if not any(fnmatch.fnmatchcase(m, g) for g in drops)]
-
-
-def _header_lines(path: Path, kind: str) -> list[int]:
-    """The line numbers of each `[[kind]]` header in a config file, in order."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return []
-    header = re.compile(rf"^[ \t]*\[\[[ \t]*{re.escape(kind)}[ \t]*\]\]", re.MULTILINE)
-    return [text.count("\n", 0, m.start()) + 1 for m in header.finditer(text)]
-
-
-def check_outputs(setup: Setup, config: str) -> list[Check]:
+def check_outputs(setup: Setup, config: str) -> list[Finding]:
     """No other output of the main Telegraf also writes the Tigo metrics (a stock telegraf.conf's
     [[outputs.influxdb]] would put them into its `telegraf` database too)."""
     out, leaks, fixes, outputs = [], [], [], 0
@@ -663,7 +433,7 @@ def check_outputs(setup: Setup, config: str) -> list[Check]:
             seen[kind] = n = seen.get(kind, 0) + 1
             if not (metrics := tigo_metrics_sent(table)):
                 continue
-            lines = _header_lines(path, kind)
+            lines = header_lines(path, kind)
             where = f"[[{kind}]] #{n}" + (f" (line {lines[n - 1]})" if len(lines) >= n else "")
             into = f", database {table.get('database') or 'telegraf'!r}" \
                 if kind == "outputs.influxdb" else ""
@@ -682,9 +452,9 @@ def check_outputs(setup: Setup, config: str) -> list[Check]:
     return out
 
 
-def check_groups(user: ServiceUser | None, user_name: str, port: str | None) -> Check:
+def check_groups(user: ServiceUser | None, wanted: str, port: str | None) -> Finding:
     if user is None:
-        return fail("groups", f"no user {user_name!r}", "install Telegraf from InfluxData's "
+        return fail("groups", f"no user {wanted!r}", "install Telegraf from InfluxData's "
                     "repository (it creates the telegraf user)")
     if port is None:
         return skip("groups", "no serial port in use: no group needed")
@@ -695,14 +465,14 @@ def check_groups(user: ServiceUser | None, user_name: str, port: str | None) -> 
             gid = grp.getgrnam("dialout").gr_gid
         except KeyError:
             return skip("groups", f"{port} does not exist and there is no group dialout")
-    name = _group_name(gid)
+    name = group_name(gid)
     if user.uid == 0 or gid in user.gids:
         how = "root" if user.uid == 0 else user.gids[gid]
         return ok("groups", f"{user.name} has group {name} ({how})")
     return fail("groups", f"{user.name} is not in group {name}", _group_fix(name, user.name))
 
 
-def run_checks(args: argparse.Namespace) -> Iterator[Check]:
+def run_checks(args: argparse.Namespace) -> Iterator[Finding]:
     setup = Setup.read(args)
     if setup.env_problem:
         yield setup.env_problem
@@ -731,7 +501,7 @@ def seconds(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check taptap, the source, InfluxDB, MQTT, the Telegraf "
                        "files and the telegraf user; print a fix for each problem",
                        description=__doc__.splitlines()[0])
@@ -761,7 +531,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     failed = False
-    for check in run_checks(args):
-        print(check.line(), flush=True)
-        failed = failed or check.status == "FAIL"
-    return 1 if failed else 0
+    for finding in run_checks(args):
+        print(finding.line(), flush=True)
+        failed = failed or finding.status == "FAIL"
+    return exitcodes.WARN if failed else exitcodes.OK

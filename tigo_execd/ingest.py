@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tigo_execd import bridge, lineproto
+from tigo_execd.capture import ReplayFile
 from tigo_execd.cli import add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
@@ -142,7 +143,7 @@ def can_wait(source: Source) -> bool:
     """A file (or replay) can be paused while stdout is stalled; a bus or a pipe cannot: stopping
     to read them would only move the loss to the kernel's buffers, where nobody counts it."""
     if isinstance(source, bridge.BridgeSource):
-        return isinstance(source.feed, bridge.ReplayFile)
+        return isinstance(source.feed, ReplayFile)
     if isinstance(source, JsonlSource):
         return not (source.uses_stdin and is_pipe(0))
     return isinstance(source, DemoSource)

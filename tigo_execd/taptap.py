@@ -8,6 +8,7 @@ every `restart_delay`, losing the bridge and the counters each time. Restarts wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tigo_execd.log import log
+from tigo_execd.log import LEVELS, log
 
 INSTALL_HINT = ("install it with `cargo install taptap --locked` (Rust from rustup.rs), "
                 "or point --taptap / --taptap-cmd at the binary")
@@ -28,28 +29,34 @@ EXIT_MEANING = {
     101: "taptap panicked",
 }
 _STDERR = re.compile(r"\[(\S+)\s+(ERROR|WARN|INFO|DEBUG|TRACE)\s+([^\]]*)\]\s?(.*)")
-_LEVEL = {"ERROR": 0, "WARN": 1, "INFO": 2, "DEBUG": 3, "TRACE": 3}
+_LEVEL = {"ERROR": "error", "WARN": "warn", "INFO": "info", "DEBUG": "debug", "TRACE": "debug"}
 STARTUP_GRACE = 30.0  # "missing slot clock" is normal in the first seconds after a start
 HEALTHY_RUN = 60.0
 STOP_GRACE = 1.0      # SIGTERM, then SIGKILL: the whole shutdown must fit in Telegraf's 2 s budget
 
 
-def resolve(program: str) -> str | None:
-    """A program name on PATH, then in ~/.cargo/bin (where `cargo install` puts taptap)."""
+def cargo_bin(program: str) -> Path:
+    """Where `cargo install` puts a program for the current user."""
+    return Path.home() / ".cargo" / "bin" / program
+
+
+def resolve(program: str, path: str | None = None, cargo: bool = True) -> str | None:
+    """The executable a program name runs: a path as given, else the first on PATH (or on `path`,
+    another PATH), then, when `cargo`, ~/.cargo/bin (where `cargo install` puts taptap)."""
     if os.sep in program:
         return program if os.access(program, os.X_OK) else None
-    found = shutil.which(program)
-    if found:
+    found = shutil.which(program, path=path)
+    if found or not cargo:
         return found
-    cargo = Path.home() / ".cargo" / "bin" / program
-    return str(cargo) if os.access(cargo, os.X_OK) else None
+    installed = cargo_bin(program)
+    return str(installed) if os.access(installed, os.X_OK) else None
 
 
 def not_found_message(program: str) -> str:
     if os.sep in program:
         return f"taptap not found or not executable at {program}; {INSTALL_HINT}"
     return (f"{program} not found: looked on PATH ({os.environ.get('PATH', '')}) and in "
-            f"{Path.home() / '.cargo' / 'bin'}; {INSTALL_HINT}")
+            f"{cargo_bin(program).parent}; {INSTALL_HINT}")
 
 
 class Supervisor:
@@ -82,10 +89,8 @@ class Supervisor:
             if rc is not None:
                 meaning = EXIT_MEANING.get(rc, f"killed by signal {-rc}" if rc < 0 else "unexpected")
                 log.warn(f"taptap exited with code {rc} ({meaning}); restarting in {delay:g} s")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
             delay = min(delay * 2, self.max_delay)
 
     async def _run_once(self) -> AsyncIterator[bytes]:
@@ -120,7 +125,7 @@ class Supervisor:
         try:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
         except ProcessLookupError:
@@ -135,13 +140,11 @@ class Supervisor:
         self._stopping.set()
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
 
 
@@ -164,6 +167,6 @@ async def relay_stderr(stream: asyncio.StreamReader | None, started: float) -> N
             log.error(f"taptap: {text}", key="taptap:" + text[:40])
             continue
         level, target, msg = _LEVEL[m.group(2)], m.group(3).strip(), m.group(4)
-        if level == 0 and "missing slot clock" in msg and time.monotonic() - started < STARTUP_GRACE:
-            level = 3
-        log.emit(level, f"taptap[{target}]: {msg}", key=f"taptap:{target}:{msg[:40]}")
+        if level == "error" and "missing slot clock" in msg and time.monotonic() - started < STARTUP_GRACE:
+            level = "debug"
+        log.emit(LEVELS[level], f"taptap[{target}]: {msg}", key=f"taptap:{target}:{msg[:40]}")
