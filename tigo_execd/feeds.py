@@ -58,7 +58,11 @@ class SerialFeed(LiveFeed):
         # exclusive=True is an advisory flock; TIOCEXCL (what taptap itself sets) also makes the
         # kernel refuse other openers, so a stray taptap cannot steal half of the bytes
         transport: Any = self._writer.transport  # pyserial-asyncio's, with the pyserial port
-        fcntl.ioctl(transport.serial.fileno(), termios.TIOCEXCL)
+        try:
+            fcntl.ioctl(transport.serial.fileno(), termios.TIOCEXCL)
+        except OSError:
+            self.close()  # the next attempt opens anew: never leave this one's descriptor behind
+            raise
         return reader
 
     def explain(self, exc: OSError) -> tuple[str, str]:
