@@ -77,7 +77,8 @@ class Influx:
             req.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.read()
+                answer: bytes = resp.read()
+                return answer
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace").strip()
             if exc.code in (401, 403):
@@ -105,7 +106,8 @@ class Influx:
         result = (doc.get("results") or [{}])[0]
         if "error" in result:
             raise InfluxError(result["error"])
-        return result.get("series", [])
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
 
     def write(self, lines: bytes, rp: str | None = None) -> None:
         params = {"db": self.db, "precision": "ns"}

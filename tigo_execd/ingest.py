@@ -15,17 +15,18 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from tigo_execd import bridge, lineproto
-from tigo_execd.cli import add_log_level
+from tigo_execd import bridge, exitcodes, lineproto
+from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
-from tigo_execd.identity import Identity, add_arguments as add_identity_arguments, state_path
+from tigo_execd.identity import Identity, state_path
+from tigo_execd.identity import add_arguments as add_identity_arguments
 from tigo_execd.log import log
 from tigo_execd.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
 from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
 
-EX_NOINPUT = 66
 MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
 SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held
 EXIT_BUDGET = 2.0
@@ -33,7 +34,7 @@ CLOCK_CHECK_DEFAULT = "auto"
 SOURCE_OPTIONS = ("source", "taptap_cmd", "jsonl", "serial", "tcp", "replay")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="convert taptap output to line protocol (Telegraf inputs.execd)",
                        description="Convert taptap output to InfluxDB line protocol on stdout. "
                                    "Exactly one source.")
@@ -113,10 +114,10 @@ def main(args: argparse.Namespace) -> int:
         source = make_source(args)
     except ValueError as exc:
         log.error(str(exc))
-        return 64
+        return exitcodes.USAGE
     except OSError as exc:
         log.error(f"cannot open {exc.filename}: {exc.strerror}")
-        return EX_NOINPUT
+        return exitcodes.NOINPUT
     if args.demo:  # the demo's made-up optimizers neither read nor enter the real registry
         if args.state_file is not None and state_path(args.state_file):
             log.info(f"--demo leaves the node registry alone: {args.state_file} is neither read "
@@ -172,7 +173,7 @@ class Ingest:
             loop.add_signal_handler(sig, self.stop.set)
         for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # Telegraf's other `signal` values
             loop.add_signal_handler(sig, log.debug, f"ignoring signal {sig.name}")
-        tasks = [asyncio.create_task(self.out.closed.wait())]
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self.out.closed.wait())]
         if not self.source.uses_stdin and is_pipe(0):
             tasks.append(asyncio.create_task(self._watch_stdin()))
         if self.stats_interval > 0:
@@ -189,11 +190,12 @@ class Ingest:
             await self.source.stop()
             try:
                 await asyncio.wait_for(asyncio.shield(pump), SHUTDOWN_BUDGET)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warn("source did not finish in time; exiting without its last output")
                 pump.cancel()
-        if pump.done() and not pump.cancelled() and pump.exception():
-            raise pump.exception()  # type: ignore[misc]
+        failure = pump.exception() if pump.done() and not pump.cancelled() else None
+        if failure:
+            raise failure
         for task in (*tasks, stop, pump):
             task.cancel()
         if self.stats_interval > 0:
@@ -202,7 +204,7 @@ class Ingest:
             self.identity.close()
         await self.out.close(max(0.1, EXIT_BUDGET - 0.1 - (time.monotonic() - stopping)))
         log.report_suppressed()
-        return 0
+        return exitcodes.OK
 
     async def _pump(self) -> None:
         convert = self.converter.convert_lines

@@ -19,26 +19,28 @@ import io
 import math
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tigo_execd import influx
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd import exitcodes, influx
+from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import default_state_file, load_state, state_path
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
-from tigo_execd.registry import Registry
+from tigo_execd.registry import Registry, id_sort_key
+
+if TYPE_CHECKING:
+    from tigo_execd.cli import Subparsers
 
 REPORTS_PER_MINUTE = 3   # one every 20 s
 KNOWN_DAYS = 7           # a node seen this recently is expected to report
 LOW_COMPLETENESS = 0.9   # below this share of the reports due a node is marked "low"
 MAX_HOURS = 24 * 31      # keeps the per-minute query at most 44640 rows
-EX_UNAVAILABLE = 69      # InfluxDB unreachable
-EX_SOFTWARE = 70         # InfluxDB rejected the query
-EX_NOPERM = 77           # InfluxDB refused the credentials
 SERVICE_STATE_FILE = Path("/var/lib/tigo-execd/registry.json")  # StateDirectory= of the unit
 NAME_TAGS = ("barcode", "panel", "string")
 COLUMNS = ("gateway_id", "node_id", "barcode", "panel", "string", "status", "reports", "expected",
@@ -72,17 +74,9 @@ class Report:
     nodes: list[NodeRow]
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _ns(t: datetime) -> int:
-    return int(t.timestamp()) * 1_000_000_000
-
-
-def _id_key(value: str) -> tuple[int, str]:
-    """Ids are tag strings: sort them as numbers (2 before 10), odd values after."""
-    return (int(value), "") if value.isdigit() else (sys.maxsize, value)
+    """Whole seconds: the report's times are to the second."""
+    return int(t.timestamp()) * NS
 
 
 def _rows(series: list[dict[str, Any]]) -> Iterable[tuple[dict[str, str], dict[str, Any]]]:
@@ -118,7 +112,7 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
         row = nodes.setdefault(key, NodeRow(*key))
         if v["time"] >= newest.get(key, -1):
             newest[key] = v["time"]
-            row.last_seen_utc = _iso(datetime.fromtimestamp(v["time"], timezone.utc))
+            row.last_seen_utc = iso_utc(v["time"] * NS, zulu=True)
             for tag in NAME_TAGS:
                 setattr(row, tag, tags.get(tag) or getattr(row, tag))
     for (gateway, node), info in (registry.nodes.items() if registry else ()):
@@ -145,8 +139,9 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
     ranked = sorted(nodes.values(), key=lambda r: (
         r.reports > 0, r.completeness if r.completeness is not None else math.inf,
         r.rssi_mean if r.rssi_mean is not None else math.inf,
-        _id_key(r.gateway_id), _id_key(r.node_id)))
-    return Report(_iso(start), _iso(end), hours, active_minutes, expected, ranked)
+        id_sort_key(r.gateway_id), id_sort_key(r.node_id)))
+    return Report(iso_utc(_ns(start), zulu=True), iso_utc(_ns(end), zulu=True), hours,
+                  active_minutes, expected, ranked)
 
 
 def _cell(value: Any) -> str:
@@ -207,7 +202,7 @@ def _when(text: str) -> datetime:
     return t
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     from tigo_execd.cli import add_log_level
 
     p = subparsers.add_parser(
@@ -250,20 +245,20 @@ def main(args: argparse.Namespace) -> int:
     if path:
         load_state(registry, path, whose)
     try:
-        report = build_report(db, source, args.until or datetime.now(timezone.utc), args.hours,
+        report = build_report(db, source, args.until or datetime.now(UTC), args.hours,
                               registry)
     except InfluxUnreachable as exc:
         log.error(str(exc))
-        return EX_UNAVAILABLE
+        return exitcodes.UNAVAILABLE
     except InfluxAuthFailed as exc:
         log.error(f"{exc} (set INFLUX_USER and INFLUX_PASS)")
-        return EX_NOPERM
+        return exitcodes.NOPERM
     except InfluxError as exc:
         log.error(f"query on {args.db} {source} failed: {exc}")
-        return EX_SOFTWARE
+        return exitcodes.SOFTWARE
     if not report.nodes:
         log.warn(f"no reports in {args.db} {source} in the last {KNOWN_DAYS} days")
     elif not report.active_minutes:
         log.warn(f"no node reported between {report.start_utc} and {report.end_utc} (night?)")
     sys.stdout.write(FORMATS[args.format](report))
-    return 0
+    return exitcodes.OK

@@ -29,21 +29,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from tigo_execd import lineproto
-from tigo_execd.cli import EX_USAGE, add_log_level
+from tigo_execd import exitcodes, influx, lineproto
+from tigo_execd.cli import Subparsers, add_log_level
+from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
-from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
+from tigo_execd.registry import id_sort_key
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
-CODES = {OK: 0, WARN: 1, CRIT: 2}
+CODES = {OK: exitcodes.OK, WARN: exitcodes.WARN, CRIT: exitcodes.CRIT}  # `code` field, --once exit
 STATUS = {"healthy": OK, "night": OK, "nodes_silent": WARN}  # every other reason is CRIT
-NS_PER_MIN = 60_000_000_000
+NS_PER_MIN = 60 * NS
 BUS_QUIET_S = 60.0        # a powered CCA polls all the time: a minute without a byte is not normal
 MAX_LISTED_NODES = 50     # silent_nodes stays a readable string even when a whole TAP is gone
 POWER_FIELD = "power_w"   # present in every report (schema contract)
@@ -110,10 +112,6 @@ class Facts:
         return None if last is None else (self.now_ns - last) / NS_PER_MIN
 
 
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="seconds")
-
-
 def _minutes(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
@@ -178,7 +176,7 @@ class Check:
             tags = s.get("tags", {})
             nodes.append(Node(tags.get("gateway_id", ""), tags.get("node_id", ""), row.get("barcode"),
                               int(row["time"])))
-        return sorted(nodes, key=lambda n: (_num(n.gateway_id), _num(n.node_id)))
+        return sorted(nodes, key=lambda n: (id_sort_key(n.gateway_id), id_sort_key(n.node_id)))
 
     def _has_series(self) -> bool:
         return bool(self._query(f"SHOW SERIES FROM {self.target} LIMIT 1"))
@@ -205,8 +203,10 @@ class Check:
         from astral import Observer
         from astral.sun import elevation
 
-        when = datetime.fromtimestamp(at_ns / 1e9, timezone.utc)
-        return float(elevation(Observer(self.s.latitude, self.s.longitude), when))
+        latitude, longitude = self.s.latitude, self.s.longitude
+        assert latitude is not None and longitude is not None  # asked only when located
+        when = datetime.fromtimestamp(at_ns / NS, UTC)
+        return float(elevation(Observer(latitude, longitude), when))
 
     # ------------------------------------------------------------------ judging
 
@@ -242,7 +242,7 @@ class Check:
             if seen is not None:
                 return Verdict("ingest_stopped",
                                f"tigo-execd run has written no self-metrics ({self.s.ingest_measurement})"
-                               f" since {_utc(seen)}: check the Telegraf data instance "
+                               f" since {iso_utc(seen)}: check the Telegraf data instance "
                                f"(systemctl status telegraf; journalctl -u telegraf).")
             return None
         for source, rows in ingest.items():
@@ -321,14 +321,9 @@ class Check:
                        f"--measurement match what it writes.")
 
 
-def _num(text: str) -> tuple[int, str]:
-    """Sort key: numeric ids in numeric order (ids are tags, hence strings)."""
-    return (int(text), "") if text.isdigit() else (sys.maxsize, text)
-
-
 def _delta(rows: list[dict[str, Any]], key: str) -> int:
     """Growth of a cumulative counter over the rows; a restart (counter went down) counts from 0."""
-    values = [r[key] for r in rows if r.get(key) is not None]
+    values: list[int] = [r[key] for r in rows if r.get(key) is not None]
     if not values:
         return 0
     if len(values) == 1:
@@ -367,14 +362,14 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
     if len(verdict.silent) > MAX_LISTED_NODES:
         listed += f", +{len(verdict.silent) - MAX_LISTED_NODES} more"
     known = nodes is not None
-    health = {
+    health: dict[str, lineproto.Field | None] = {
         "status": verdict.status,
         "code": CODES[verdict.status],
         "reason": verdict.reason,
         "message": verdict.message,
         "lag_min": None if lag is None else round(lag, 2),
-        "last_ts_utc": None if last is None else _utc(last),
-        "nodes_expected": len(nodes) if known else None,
+        "last_ts_utc": None if last is None else iso_utc(last),
+        "nodes_expected": len(nodes) if nodes is not None else None,
         "nodes_reporting": facts.reporting,
         "nodes_silent": len(verdict.silent) if known else None,
         "silent_nodes": listed if known else None,
@@ -386,7 +381,7 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
         out.append(lineproto.line("tigo_node_health", tags, {
             "status": WARN, "code": CODES[WARN], "reason": "node_silent",
             "lag_min": round((facts.now_ns - n.last_ns) / NS_PER_MIN, 2),
-            "last_ts_utc": _utc(n.last_ns)}, facts.now_ns))
+            "last_ts_utc": iso_utc(n.last_ns)}, facts.now_ns))
     return "".join(line for line in out if line)
 
 
@@ -395,7 +390,7 @@ def summary(verdict: Verdict, facts: Facts) -> str:
     parts = [verdict.status, verdict.reason]
     lag = facts.lag_min()
     if lag is not None:
-        parts += [f"lag_min={lag:.1f}", f"last_ts_utc={_utc(facts.last_ns or 0)}"]
+        parts += [f"lag_min={lag:.1f}", f"last_ts_utc={iso_utc(facts.last_ns or 0)}"]
     if facts.nodes is not None:
         parts.append(f"nodes={facts.reporting}/{len(facts.nodes)}")
     if facts.sun_elevation is not None:
@@ -429,7 +424,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("watchdog", help="health check of the data flow (Telegraf inputs.execd, STDIN)",
                        description="Check that reports arrive in InfluxDB and say why not. Without "
                                    "--once: one check per line on stdin (Telegraf execd, signal = "
@@ -484,7 +479,7 @@ def main(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         log.error(f"watchdog: {exc}")
-        return EX_USAGE
+        return exitcodes.USAGE
     clock: Callable[[], int] = (lambda: args.now) if args.now is not None else time.time_ns
     if not settings.located:
         log.info("watchdog: no --latitude/--longitude, so night cannot be told from an outage: "
@@ -499,5 +494,5 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.write(health_lines(verdict, facts))
             sys.stdout.flush()
         except BrokenPipeError:
-            return 0
-    return 0
+            return exitcodes.OK
+    return exitcodes.OK
