@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tigo_execd import bridge, exitcodes, lineproto
+from tigo_execd import bridge, exitcodes, lineproto, measurements
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
@@ -48,10 +48,11 @@ def register(sub: Subparsers) -> None:
                           "environment variable): /dev/PORT, tcp://HOST[:PORT], cmd:COMMAND or "
                           "jsonl:PATH")
     bridge.add_arguments(p, src)
-    p.add_argument("--measurement", default="tigo_power_report",
-                   help="measurement for power reports (default: tigo_power_report)")
+    p.add_argument("--measurement", default=measurements.POWER_REPORT,
+                   help=f"measurement for power reports (default: {measurements.POWER_REPORT})")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
-                   help="seconds between tigo_ingest self-metric lines; 0 = off (default: 60)")
+                   help=f"seconds between {measurements.INGEST} self-metric lines; 0 = off "
+                        f"(default: 60)")
     p.add_argument("--max-buffer-mb", type=float, default=DEFAULT_MAX_BYTES / MB, metavar="MB",
                    help="line protocol held while Telegraf does not read stdout; beyond it the "
                         "oldest reports of a live source are dropped, counted and logged "
@@ -273,5 +274,5 @@ class Ingest:
             fields["reports_clock_rejected"] = c.reports_clock_rejected
         if self.clock:
             fields.update(self.clock.fields())
-        text = lineproto.line("tigo_ingest", {"source": self.source.name}, fields, time.time_ns())
+        text = lineproto.line(measurements.INGEST, {"source": self.source.name}, fields, time.time_ns())
         return text.encode() if text else b""

@@ -19,7 +19,6 @@ import io
 import math
 import os
 import sys
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,12 +78,8 @@ def _ns(t: datetime) -> int:
     return int(t.timestamp()) * NS
 
 
-def _rows(series: list[dict[str, Any]]) -> Iterable[tuple[dict[str, str], dict[str, Any]]]:
-    """(tags, column -> value) for every row of every series of a query answer."""
-    for s in series:
-        cols = s["columns"]
-        for values in s.get("values", []):
-            yield s.get("tags", {}), dict(zip(cols, values))
+def _node_key(tags: dict[str, str]) -> tuple[str, str]:
+    return tags.get("gateway_id", ""), tags.get("node_id", "")
 
 
 def build_report(db: Influx, source: str, end: datetime, hours: float,
@@ -98,32 +93,35 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
 
     active = db.query(f"SELECT count(rssi) FROM {source} WHERE {window} GROUP BY time(1m) fill(none)",
                       epoch="s")
-    active_minutes = sum(1 for _, v in _rows(active) if v["count"])
+    active_minutes = sum(1 for _, v in influx.rows(active) if v["count"])
     expected = active_minutes * REPORTS_PER_MINUTE
 
     nodes: dict[tuple[str, str], NodeRow] = {}
     newest: dict[tuple[str, str], int] = {}
+
+    def row_of(key: tuple[str, str]) -> NodeRow:
+        return nodes.setdefault(key, NodeRow(*key))
+
     # one series per distinct tag combination: a node whose barcode or name was learnt during the
     # week shows up more than once, and its newest combination wins
     known = db.query(f"SELECT last(rssi) FROM {source} WHERE {known_window} "
                      f"GROUP BY gateway_id, node_id, {', '.join(map(influx.ident, NAME_TAGS))}", epoch="s")
-    for tags, v in _rows(known):
-        key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
-        row = nodes.setdefault(key, NodeRow(*key))
+    for tags, v in influx.rows(known):
+        key = _node_key(tags)
+        row = row_of(key)
         if v["time"] >= newest.get(key, -1):
             newest[key] = v["time"]
             row.last_seen_utc = iso_utc(v["time"] * NS, zulu=True)
             for tag in NAME_TAGS:
                 setattr(row, tag, tags.get(tag) or getattr(row, tag))
     for (gateway, node), info in (registry.nodes.items() if registry else ()):
-        row = nodes.setdefault((str(gateway), str(node)), NodeRow(str(gateway), str(node)))
+        row = row_of((str(gateway), str(node)))
         row.barcode = row.barcode or info.get("barcode", "")
 
     stats = db.query(f"SELECT count(rssi), mean(rssi), min(rssi), percentile(rssi, 95) "
                      f"FROM {source} WHERE {window} GROUP BY gateway_id, node_id", epoch="s")
-    for tags, v in _rows(stats):
-        key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
-        row = nodes.setdefault(key, NodeRow(*key))
+    for tags, v in influx.rows(stats):
+        row = row_of(_node_key(tags))
         row.reports = int(v["count"] or 0)
         row.rssi_mean = None if v["mean"] is None else round(v["mean"], 1)
         row.rssi_min, row.rssi_p95 = v["min"], v["percentile"]

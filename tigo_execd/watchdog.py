@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tigo_execd import exitcodes, influx, lineproto
+from tigo_execd import exitcodes, influx, lineproto, measurements
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
@@ -170,12 +170,8 @@ class Check:
             f"SELECT last({influx.ident(POWER_FIELD)}) AS {influx.ident(POWER_FIELD)}, \"barcode\" "
             f"FROM {self.target} WHERE {self._window(self.s.inventory_days * 1440)} "
             f'GROUP BY "gateway_id", "node_id"')
-        nodes = []
-        for s in series:
-            row = dict(zip(s["columns"], s["values"][0]))
-            tags = s.get("tags", {})
-            nodes.append(Node(tags.get("gateway_id", ""), tags.get("node_id", ""), row.get("barcode"),
-                              int(row["time"])))
+        nodes = [Node(tags.get("gateway_id", ""), tags.get("node_id", ""), row.get("barcode"),
+                      int(row["time"])) for tags, row in influx.rows(series)]  # one row each: last()
         return sorted(nodes, key=lambda n: (id_sort_key(n.gateway_id), id_sort_key(n.node_id)))
 
     def _has_series(self) -> bool:
@@ -185,19 +181,24 @@ class Check:
         """Self-metric rows per source within --ingest-window-min, oldest first."""
         series = self._query(f"SELECT * FROM {self.ingest_target} "
                              f'WHERE {self._window(self.s.ingest_window_min)} GROUP BY "source"')
-        return {s.get("tags", {}).get("source", ""): [dict(zip(s["columns"], v)) for v in s["values"]]
-                for s in series}
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for tags, row in influx.rows(series):
+            by_source.setdefault(tags.get("source", ""), []).append(row)
+        return by_source
+
+    def _last_ns(self, q: str) -> int | None:
+        """The time of the one row a `SELECT last(...)` answers; None when nothing matched."""
+        series = self._query(q)
+        return int(series[0]["values"][0][0]) if series else None
 
     def _ingest_seen_ns(self) -> int | None:
         """Time of the newest self-metric within the inventory window."""
-        series = self._query(f'SELECT last("lines_read") FROM {self.ingest_target} '
+        return self._last_ns(f'SELECT last("lines_read") FROM {self.ingest_target} '
                              f"WHERE {self._window(self.s.inventory_days * 1440)}")
-        return int(series[0]["values"][0][0]) if series else None
 
     def _future_last_ns(self) -> int | None:
-        series = self._query(f"SELECT last({influx.ident(POWER_FIELD)}) FROM {self.target} "
+        return self._last_ns(f"SELECT last({influx.ident(POWER_FIELD)}) FROM {self.target} "
                              f"WHERE {self._window(self.s.inventory_days * 1440, future=True)}")
-        return int(series[0]["values"][0][0]) if series else None
 
     def _sun(self, at_ns: int) -> float:
         from astral import Observer
@@ -375,10 +376,10 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
         "silent_nodes": listed if known else None,
         "sun_elevation": facts.sun_elevation,
     }
-    out = [lineproto.line("tigo_health", {}, health, facts.now_ns)]
+    out = [lineproto.line(measurements.HEALTH, {}, health, facts.now_ns)]
     for n in verdict.silent:
         tags = {"gateway_id": n.gateway_id, "node_id": n.node_id, "barcode": n.barcode or ""}
-        out.append(lineproto.line("tigo_node_health", tags, {
+        out.append(lineproto.line(measurements.NODE_HEALTH, tags, {
             "status": WARN, "code": CODES[WARN], "reason": "node_silent",
             "lag_min": round((facts.now_ns - n.last_ns) / NS_PER_MIN, 2),
             "last_ts_utc": iso_utc(n.last_ns)}, facts.now_ns))
@@ -433,8 +434,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--once", action="store_true",
                    help="run one check, print a summary, exit 0 OK / 1 WARN / 2 CRIT")
     influx.add_arguments(p)
-    p.add_argument("--ingest-measurement", default="tigo_ingest",
-                   help="measurement of tigo-execd run's self-metrics (default: tigo_ingest)")
+    p.add_argument("--ingest-measurement", default=measurements.INGEST,
+                   help=f"measurement of tigo-execd run's self-metrics (default: {measurements.INGEST})")
     p.add_argument("--latitude", type=_optional_float,
                    help="site latitude in degrees, north positive (empty = unknown)")
     p.add_argument("--longitude", type=_optional_float,
