@@ -7,7 +7,8 @@ letter: a 4-bit CRC (polynomial x^4 + x + 1, initial value 2, bits MSB first, no
 all 8 address bytes, written with the alphabet GHJKLMNPRSTVWXYZ. Only addresses with the Tigo prefix
 04:C0:5B have a barcode. This matches what taptap prints (its src/barcode.rs), re-derived here.
 
-`tigo-execd barcode VALUE` converts either way; a wrong check letter or malformed value exits 65.
+`tigo-execd barcode VALUE` converts either way; a wrong check letter or malformed value exits
+exitcodes.DATAERR.
 """
 
 from __future__ import annotations

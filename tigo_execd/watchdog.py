@@ -2,7 +2,8 @@
 
 Run by its own Telegraf instance (inputs.execd, `signal = "STDIN"`): each `\\n` runs one check and
 prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention.
-`--once` prints a one-line summary for people and scripts and exits 0 OK, 1 WARN, 2 CRIT.
+`--once` prints a one-line summary for people and scripts and exits with the verdict's code
+(exitcodes.OK, WARN, CRIT).
 
 It reads back what the ingest wrote: the newest report per (gateway, node) over the last days, and
 the ingest's own `tigo_ingest` self-metrics; every query has a time window (ending at the check's
