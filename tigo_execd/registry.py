@@ -48,12 +48,15 @@ def valid_barcode(value: object) -> str | None:
 
 def parse_id(text: object) -> int | None:
     """A gateway or node id (0-65535) from its decimal text (a JSON map key, a names file cell),
-    else None. At most 5 ASCII digits: int() refuses some digits isdigit() passes ("²"), and is
-    slow on long text."""
-    if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 5:
-        number = int(text)
-        return number if number <= MAX_ID else None
-    return None
+    else None. ASCII digits only (int() refuses some that isdigit() passes, "²"); leading zeros
+    are stripped before the length check, so long text costs no int() conversion."""
+    if not (isinstance(text, str) and text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 5:
+        return None
+    number = int(digits)
+    return number if number <= MAX_ID else None
 
 
 def id_sort_key(text: str) -> tuple[int, str]:
