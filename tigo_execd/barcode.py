@@ -147,8 +147,9 @@ def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
         "barcode", help="convert a node address to its label barcode or back",
         description="Print the barcode of a node ADDRESS (04:C0:5B:40:00:A2:34:6F, "
-                    "04c05b4000a2346f) or the address of a BARCODE (4-A2346FZ). Exit 65 for a "
-                    "wrong check letter, a malformed value or an address without a barcode.")
+                    "04c05b4000a2346f) or the address of a BARCODE (4-A2346FZ). Exit "
+                    f"{exitcodes.DATAERR} for a wrong check letter, a malformed value or an "
+                    "address without a barcode.")
     p.add_argument("value", metavar="VALUE", help="a node address or a barcode")
     p.add_argument("--hex", action="store_true",
                    help="print an address as 16 lower-case hex digits (the node_addr tag form) "

@@ -433,7 +433,8 @@ def register(sub: Subparsers) -> None:
                                    "\"STDIN\"), line protocol on stdout. Credentials: environment "
                                    "INFLUX_USER / INFLUX_PASS.")
     p.add_argument("--once", action="store_true",
-                   help="run one check, print a summary, exit 0 OK / 1 WARN / 2 CRIT")
+                   help="run one check, print a summary, exit "
+                        + " / ".join(f"{code} {status}" for status, code in CODES.items()))
     influx.add_arguments(p)
     p.add_argument("--ingest-measurement", default=measurements.INGEST,
                    help=f"measurement of tigo-execd run's self-metrics (default: {measurements.INGEST})")
