@@ -74,7 +74,7 @@ class Report:
 
 
 def _ns(t: datetime) -> int:
-    """Whole seconds: the report's times are to the second."""
+    """A window bound as epoch ns, to the whole second."""
     return int(t.timestamp()) * NS
 
 
