@@ -7,27 +7,32 @@ letter: a 4-bit CRC (polynomial x^4 + x + 1, initial value 2, bits MSB first, no
 all 8 address bytes, written with the alphabet GHJKLMNPRSTVWXYZ. Only addresses with the Tigo prefix
 04:C0:5B have a barcode. This matches what taptap prints (its src/barcode.rs), re-derived here.
 
-`tigo-execd barcode VALUE` converts either way; a wrong check letter or malformed value exits 65.
+`tigo-execd barcode VALUE` converts either way; a wrong check letter or malformed value exits
+exitcodes.DATAERR.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable, Union
+from typing import TYPE_CHECKING, TypeGuard
 
+from tigo_execd import exitcodes
 from tigo_execd.log import log
 
-EX_DATAERR = 65
+if TYPE_CHECKING:
+    from tigo_execd.cli import Subparsers
+
 TIGO_PREFIX = b"\x04\xc0\x5b"
 CHECK_LETTERS = "GHJKLMNPRSTVWXYZ"
 _CRC_POLY = 0x3  # x^4 + x + 1 without the x^4 term
 _CRC_INIT = 2
 
-Address = Union[bytes, bytearray, str, Iterable[int]]
+Address = bytes | bytearray | str | Iterable[int]
 
-_COLON_HEX = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){7}")
+COLON_HEX = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){7}")
 _PLAIN_HEX = re.compile(r"[0-9A-Fa-f]{16}")
 # first nibble, '-', up to nine nibbles (36 bits), check letter; case and leading zeros are
 # normalised by barcode_to_address, is_valid_barcode insists on the canonical form
@@ -62,7 +67,7 @@ def parse_address(addr: Address) -> bytes:
         raw = bytes(addr)
     elif isinstance(addr, str):
         text = addr.strip()
-        if _COLON_HEX.fullmatch(text):
+        if COLON_HEX.fullmatch(text):
             raw = bytes.fromhex(text.replace(":", ""))
         elif _PLAIN_HEX.fullmatch(text):
             raw = bytes.fromhex(text)
@@ -80,7 +85,8 @@ def parse_address(addr: Address) -> bytes:
 
 
 def address_hex(addr: Address) -> str:
-    """16 lower-case hex digits: the form of the gateway_addr/node_addr tags."""
+    """16 lower-case hex digits: the form of the gateway_addr/node_addr tags. Raises ValueError
+    (for people's input; registry.address_hex_from_json is the one for the bus's)."""
     return parse_address(addr).hex()
 
 
@@ -119,7 +125,7 @@ def barcode_to_address(code: str) -> bytes:
     return raw
 
 
-def is_valid_barcode(s: object) -> bool:
+def is_valid_barcode(s: object) -> TypeGuard[str]:
     """True only for a barcode exactly as taptap writes it (canonical form, right check letter).
 
     Barcodes arrive from the bus, which is hostile input; only these may become a tag value.
@@ -135,14 +141,15 @@ def _is_canonical(s: str) -> bool:
         return False
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     from tigo_execd.cli import add_log_level
 
     p = subparsers.add_parser(
         "barcode", help="convert a node address to its label barcode or back",
         description="Print the barcode of a node ADDRESS (04:C0:5B:40:00:A2:34:6F, "
-                    "04c05b4000a2346f) or the address of a BARCODE (4-A2346FZ). Exit 65 for a "
-                    "wrong check letter, a malformed value or an address without a barcode.")
+                    "04c05b4000a2346f) or the address of a BARCODE (4-A2346FZ). Exit "
+                    f"{exitcodes.DATAERR} for a wrong check letter, a malformed value or an "
+                    "address without a barcode.")
     p.add_argument("value", metavar="VALUE", help="a node address or a barcode")
     p.add_argument("--hex", action="store_true",
                    help="print an address as 16 lower-case hex digits (the node_addr tag form) "
@@ -157,13 +164,13 @@ def main(args: argparse.Namespace) -> int:
         if "-" in value:
             raw = barcode_to_address(value)
             print(raw.hex() if args.hex else address_colon(raw))
-            return 0
+            return exitcodes.OK
         code = address_to_barcode(value)
     except ValueError as exc:
         log.error(str(exc))
-        return EX_DATAERR
+        return exitcodes.DATAERR
     if code is None:
         log.error(f"{value} has no barcode: only addresses starting 04:C0:5B (Tigo) have one")
-        return EX_DATAERR
+        return exitcodes.DATAERR
     print(code)
-    return 0
+    return exitcodes.OK

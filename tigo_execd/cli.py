@@ -2,7 +2,7 @@
 
 SUBCOMMANDS maps each command to its module, which has `register(subparsers)` to add the command's
 parser and set `func(args) -> int`. Only the module of the command being run is imported, so
-`run` starts fast. Usage errors exit 64 (EX_USAGE), never a code a health check could mean.
+`run` starts fast. Usage errors exit exitcodes.USAGE, never a code a health check could mean.
 """
 
 from __future__ import annotations
@@ -10,21 +10,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import TypeAlias
 
-from tigo_execd import __version__
+from tigo_execd import __version__, exitcodes
 from tigo_execd.log import LEVELS, install_excepthook, log
 
-EX_USAGE = 64
 SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
                "ports": "ports", "doctor": "doctor"}
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with Telegraf's E! prefix and exit code 64 for usage errors."""
+    """argparse with Telegraf's E! prefix and exitcodes.USAGE for usage errors."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         log.write(f"E! {self.prog}: {message} (see: {self.prog} --help)")
-        sys.exit(EX_USAGE)
+        sys.exit(exitcodes.USAGE)
+
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"  # what each module's register() gets
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     log.set_level(getattr(args, "log_level", "info"))
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or exitcodes.OK)
     except KeyboardInterrupt:
-        return 0
+        return exitcodes.OK

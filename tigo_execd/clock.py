@@ -27,7 +27,7 @@ NS = 1_000_000_000
 # Move it forward with each release.
 RELEASE_DATE = dt.date(2026, 11, 1)
 FLOOR_NS = int(dt.datetime(RELEASE_DATE.year, RELEASE_DATE.month, RELEASE_DATE.day,
-                           tzinfo=dt.timezone.utc).timestamp()) * NS
+                           tzinfo=dt.UTC).timestamp()) * NS
 FUTURE_MARGIN_NS = 600 * NS   # taptap dates reports a few seconds after they were measured
 STEP_NS = NS                  # a change of realtime - monotonic beyond this is a clock step
 POLL_S = 10.0                 # how often the kernel's NTP status is read
@@ -94,12 +94,14 @@ def read_kernel_clock() -> KernelClock | None:
     return KernelClock(state, tx.status, tx.maxerror)
 
 
-def iso(ns: int) -> str:
-    """Report and host times in log lines, readable whatever their value."""
+def iso_utc(ns: int, zulu: bool = False) -> str:
+    """A time as ISO 8601 UTC to the second (2026-06-21T11:59:42+00:00, or ...42Z with `zulu`), for
+    log lines and the commands' output; readable whatever the value (a report time may be absurd)."""
     try:
-        return dt.datetime.fromtimestamp(ns / NS, dt.timezone.utc).isoformat(timespec="seconds")
+        text = dt.datetime.fromtimestamp(ns / NS, dt.UTC).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return f"{ns} ns since 1970"
+    return text.removesuffix("+00:00") + "Z" if zulu else text
 
 
 class TimeCheck:
@@ -131,13 +133,13 @@ class TimeCheck:
             why = f"{(ns - now) / 60e9:.0f} min ahead of the host clock"
         else:
             if self._rejected:
-                log.info(f"report times are plausible again (report {iso(ns)}, host {iso(now)}): "
-                         f"writing resumed after {self._rejected} reports not written")
+                log.info(f"report times are plausible again (report {iso_utc(ns)}, host "
+                         f"{iso_utc(now)}): writing resumed after {self._rejected} reports not written")
                 self._rejected = 0
             return True
         self._rejected += 1
-        log.warn(f"not writing a report dated {iso(ns)}: {why}; host clock {iso(now)}. taptap "
-                 f"dates reports by this host's clock, so it was wrong when taptap read the bus: "
+        log.warn(f"not writing a report dated {iso_utc(ns)}: {why}; host clock {iso_utc(now)}. "
+                 f"taptap dates reports by this host's clock, so it was wrong when taptap read the bus: "
                  f"{FIX}. Writing resumes by itself once report times are plausible "
                  f"(reports_clock_rejected counts them)", key="clock-implausible")
         return False

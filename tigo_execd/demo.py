@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from typing import Any
 
 import orjson
 
+from tigo_execd.barcode import address_colon, address_to_barcode
 from tigo_execd.convert import parse_timestamp
 
 OFFSET = dt.timezone(dt.timedelta(hours=2))
@@ -26,7 +28,6 @@ START = DAY - dt.timedelta(hours=24 - 19.5)  # 19:30 the evening before
 END = DAY + dt.timedelta(hours=SUNSET)
 CYCLE = 20.0
 GATEWAYS = {4609: 9, 4610: 7, 4611: 6}  # gateway id -> nodes 2..n+1
-BARCODE_LETTERS = "GHJKLMNPRSTVWXYZ"
 
 
 def _address(gateway: int, node: int) -> list[int]:
@@ -39,14 +40,15 @@ def _gateway_address(gateway: int) -> list[int]:
 
 
 def _barcode(address: list[int]) -> str:
-    """Barcode shape for the demo's made-up addresses (the check letter here is not Tigo's CRC)."""
-    tail = f"{address[3] & 0x0F:X}" + "".join(f"{b:02X}" for b in address[4:])
-    return f"{address[3] >> 4:X}-{tail.lstrip('0')}{BARCODE_LETTERS[sum(address) % 16]}"
+    """The label barcode of one of the demo's made-up addresses (all have the Tigo prefix)."""
+    code = address_to_barcode(address)
+    assert code is not None
+    return code
 
 
 def _stamp(t: dt.datetime, gateway: int) -> str:
     if gateway == 4611:
-        return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     text = t.isoformat(timespec="microseconds")
     if gateway == 4610:  # nanosecond digits, as the fork prints them
         text = text[:26] + f"{t.microsecond % 997:03d}" + text[26:]
@@ -56,7 +58,7 @@ def _stamp(t: dt.datetime, gateway: int) -> str:
 def _sun(hour: float) -> float:
     if not SUNRISE < hour < SUNSET:
         return 0.0
-    return math.sin(math.pi * (hour - SUNRISE) / (SUNSET - SUNRISE)) ** 1.3
+    return float(math.sin(math.pi * (hour - SUNRISE) / (SUNSET - SUNRISE)) ** 1.3)
 
 
 def day() -> tuple[list[bytes], int]:
@@ -90,7 +92,7 @@ def day() -> tuple[list[bytes], int]:
             last = max(last, parse_timestamp(stamp))
             for node in range(2, count + 2):
                 weak = gateway == 4610 and node == 5
-                if weak and rng.random() < 0.35 or rng.random() < 0.01:
+                if (weak and rng.random() < 0.35) or rng.random() < 0.01:
                     continue
                 lines.append(_report(rng, gateway, node, stamp, sun * cloud, hour,
                                      t >= barcodes_known, weak))
@@ -116,8 +118,8 @@ def _report(rng: random.Random, gateway: int, node: int, stamp: str, irradiance:
         "rssi": max(0, min(255, (58 if weak else 120 + node * 4 + gateway % 3 * 5) + rng.randint(-3, 3))),
     }
     if gateway == 4609:
-        gw: dict = {"id": gateway}
-        nd: dict = {"id": node}
+        gw: dict[str, Any] = {"id": gateway}
+        nd: dict[str, Any] = {"id": node}
         if identities:
             gw["address"] = _gateway_address(gateway)
             nd["address"] = _address(gateway, node)
@@ -128,10 +130,10 @@ def _report(rng: random.Random, gateway: int, node: int, stamp: str, irradiance:
 
 
 def _infrastructure(gateway: int, count: int) -> bytes:
-    colon = lambda a: ":".join(f"{b:02X}" for b in a)  # noqa: E731
-    nodes = {str(n): {"address": colon(_address(gateway, n)), "barcode": _barcode(_address(gateway, n))}
+    nodes = {str(n): {"address": address_colon(_address(gateway, n)),
+                      "barcode": _barcode(_address(gateway, n))}
              for n in range(2, count + 2)}
     return orjson.dumps({"event_type": "infrastructure_report",
-                         "gateways": {str(gateway): {"address": colon(_gateway_address(gateway)),
+                         "gateways": {str(gateway): {"address": address_colon(_gateway_address(gateway)),
                                                      "version": "Mgate Version G8.59\r"}},
                          "nodes": {str(gateway): nodes}}) + b"\n"

@@ -32,7 +32,7 @@ import orjson
 from tigo_execd.barcode import address_to_barcode, barcode_to_address
 from tigo_execd.convert import Counters
 from tigo_execd.log import log
-from tigo_execd.registry import Registry
+from tigo_execd.registry import MAX_ID, Registry, parse_id
 
 SAVE_MIN_INTERVAL_S = 5.0  # an infrastructure report changes many nodes at once: one write for all
 NAMES_CHECK_S = 2.0
@@ -146,13 +146,12 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
                 continue
             rest = cells[1:]
         elif cells[0].isdecimal():
-            ids = cells[:2]
-            if len(cells) not in (3, 4) or not all(i.isascii() and i.isdecimal() and int(i) <= 65535
-                                                   for i in ids):
+            gateway, node = parse_id(cells[0]), parse_id(cells[1]) if len(cells) > 1 else None
+            if len(cells) not in (3, 4) or gateway is None or node is None:
                 problems.append(f"{source} line {n}: want gateway,node,panel[,string] with ids "
-                                f"0-65535, got {','.join(cells)[:80]!r}")
+                                f"0-{MAX_ID}, got {','.join(cells)[:80]!r}")
                 continue
-            key = (int(ids[0]), int(ids[1]))
+            key = (gateway, node)
             rest = cells[2:]
         else:
             problems.append(f"{source} line {n}: {cells[0][:40]!r} is neither a barcode nor a "
@@ -198,7 +197,7 @@ class Identity:
         self._reports_at_load = 0
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Identity":
+    def from_args(cls, args: argparse.Namespace) -> Identity:
         """Load the state file and the names file now, before the first report is converted."""
         identity = cls(Registry(), state_path(args.state_file), args.names)
         if identity.state_file:

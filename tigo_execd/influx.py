@@ -14,11 +14,13 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from tigo_execd import measurements
 from tigo_execd.log import log
 
 
@@ -77,7 +79,8 @@ class Influx:
             req.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.read()
+                answer: bytes = resp.read()
+                return answer
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace").strip()
             if exc.code in (401, 403):
@@ -105,7 +108,8 @@ class Influx:
         result = (doc.get("results") or [{}])[0]
         if "error" in result:
             raise InfluxError(result["error"])
-        return result.get("series", [])
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
 
     def write(self, lines: bytes, rp: str | None = None) -> None:
         params = {"db": self.db, "precision": "ns"}
@@ -115,6 +119,14 @@ class Influx:
 
     def ping(self) -> None:
         self._request("/ping", {})
+
+
+def rows(series: list[dict[str, Any]]) -> Iterator[tuple[dict[str, str], dict[str, Any]]]:
+    """(tags, column -> value) for every row of every series of a query answer, in its order."""
+    for s in series:
+        columns = s["columns"]
+        for values in s.get("values", []):
+            yield s.get("tags", {}), dict(zip(columns, values))
 
 
 def ident(name: str) -> str:
@@ -133,8 +145,8 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
                    help="InfluxDB 1.x base URL (default: http://127.0.0.1:8086)")
     p.add_argument("--db", default="bms", help="database (default: bms)")
     p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
-    p.add_argument("--measurement", default="tigo_power_report",
-                   help="measurement of the power reports (default: tigo_power_report)")
+    p.add_argument("--measurement", default=measurements.POWER_REPORT,
+                   help=f"measurement of the power reports (default: {measurements.POWER_REPORT})")
     p.add_argument("--timeout", type=float, default=timeout, metavar="S",
                    help=f"HTTP timeout per InfluxDB query in seconds (default: {timeout:g})")
 

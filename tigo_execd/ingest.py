@@ -15,18 +15,19 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from tigo_execd import bridge, lineproto
+from tigo_execd import bridge, exitcodes, lineproto, measurements
 from tigo_execd.capture import ReplayFile
-from tigo_execd.cli import add_log_level
+from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
-from tigo_execd.identity import Identity, add_arguments as add_identity_arguments, state_path
+from tigo_execd.identity import Identity, state_path
+from tigo_execd.identity import add_arguments as add_identity_arguments
 from tigo_execd.log import log
 from tigo_execd.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
 from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
 
-EX_NOINPUT = 66
 MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
 SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held
 EXIT_BUDGET = 2.0
@@ -34,7 +35,7 @@ CLOCK_CHECK_DEFAULT = "auto"
 SOURCE_OPTIONS = ("source", "taptap_cmd", "jsonl", "serial", "tcp", "replay")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="convert taptap output to line protocol (Telegraf inputs.execd)",
                        description="Convert taptap output to InfluxDB line protocol on stdout. "
                                    "Exactly one source.")
@@ -48,10 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "environment variable): /dev/PORT, tcp://HOST[:PORT], cmd:COMMAND or "
                           "jsonl:PATH")
     bridge.add_arguments(p, src)
-    p.add_argument("--measurement", default="tigo_power_report",
-                   help="measurement for power reports (default: tigo_power_report)")
+    p.add_argument("--measurement", default=measurements.POWER_REPORT,
+                   help=f"measurement for power reports (default: {measurements.POWER_REPORT})")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
-                   help="seconds between tigo_ingest self-metric lines; 0 = off (default: 60)")
+                   help=f"seconds between {measurements.INGEST} self-metric lines; 0 = off "
+                        f"(default: 60)")
     p.add_argument("--max-buffer-mb", type=float, default=DEFAULT_MAX_BYTES / MB, metavar="MB",
                    help="line protocol held while Telegraf does not read stdout; beyond it the "
                         "oldest reports of a live source are dropped, counted and logged "
@@ -114,10 +116,10 @@ def main(args: argparse.Namespace) -> int:
         source = make_source(args)
     except ValueError as exc:
         log.error(str(exc))
-        return 64
+        return exitcodes.USAGE
     except OSError as exc:
         log.error(f"cannot open {exc.filename}: {exc.strerror}")
-        return EX_NOINPUT
+        return exitcodes.NOINPUT
     if args.demo:  # the demo's made-up optimizers neither read nor enter the real registry
         if args.state_file is not None and state_path(args.state_file):
             log.info(f"--demo leaves the node registry alone: {args.state_file} is neither read "
@@ -173,7 +175,7 @@ class Ingest:
             loop.add_signal_handler(sig, self.stop.set)
         for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # Telegraf's other `signal` values
             loop.add_signal_handler(sig, log.debug, f"ignoring signal {sig.name}")
-        tasks = [asyncio.create_task(self.out.closed.wait())]
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self.out.closed.wait())]
         if not self.source.uses_stdin and is_pipe(0):
             tasks.append(asyncio.create_task(self._watch_stdin()))
         if self.stats_interval > 0:
@@ -190,11 +192,12 @@ class Ingest:
             await self.source.stop()
             try:
                 await asyncio.wait_for(asyncio.shield(pump), SHUTDOWN_BUDGET)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warn("source did not finish in time; exiting without its last output")
                 pump.cancel()
-        if pump.done() and not pump.cancelled() and pump.exception():
-            raise pump.exception()  # type: ignore[misc]
+        failure = pump.exception() if pump.done() and not pump.cancelled() else None
+        if failure:
+            raise failure
         for task in (*tasks, stop, pump):
             task.cancel()
         if self.stats_interval > 0:
@@ -203,7 +206,7 @@ class Ingest:
             self.identity.close()
         await self.out.close(max(0.1, EXIT_BUDGET - 0.1 - (time.monotonic() - stopping)))
         log.report_suppressed()
-        return 0
+        return exitcodes.OK
 
     async def _pump(self) -> None:
         convert = self.converter.convert_lines
@@ -272,5 +275,5 @@ class Ingest:
             fields["reports_clock_rejected"] = c.reports_clock_rejected
         if self.clock:
             fields.update(self.clock.fields())
-        text = lineproto.line("tigo_ingest", {"source": self.source.name}, fields, time.time_ns())
+        text = lineproto.line(measurements.INGEST, {"source": self.source.name}, fields, time.time_ns())
         return text.encode() if text else b""

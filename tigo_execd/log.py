@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 LEVELS = {"error": 0, "warn": 1, "info": 2, "debug": 3}
 PREFIX = {0: "E! ", 1: "W! ", 2: "I! ", 3: "D! "}

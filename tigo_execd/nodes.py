@@ -20,25 +20,26 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tigo_execd import influx
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd import exitcodes, influx
+from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import default_state_file, load_state, state_path
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
-from tigo_execd.registry import Registry
+from tigo_execd.registry import Registry, id_sort_key
+
+if TYPE_CHECKING:
+    from tigo_execd.cli import Subparsers
 
 REPORTS_PER_MINUTE = 3   # one every 20 s
 KNOWN_DAYS = 7           # a node seen this recently is expected to report
 LOW_COMPLETENESS = 0.9   # below this share of the reports due a node is marked "low"
 MAX_HOURS = 24 * 31      # keeps the per-minute query at most 44640 rows
-EX_UNAVAILABLE = 69      # InfluxDB unreachable
-EX_SOFTWARE = 70         # InfluxDB rejected the query
-EX_NOPERM = 77           # InfluxDB refused the credentials
 SERVICE_STATE_FILE = Path("/var/lib/tigo-execd/registry.json")  # StateDirectory= of the unit
 NAME_TAGS = ("barcode", "panel", "string")
 COLUMNS = ("gateway_id", "node_id", "barcode", "panel", "string", "status", "reports", "expected",
@@ -72,25 +73,13 @@ class Report:
     nodes: list[NodeRow]
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _ns(t: datetime) -> int:
-    return int(t.timestamp()) * 1_000_000_000
+    """A window bound as epoch ns, to the whole second."""
+    return int(t.timestamp()) * NS
 
 
-def _id_key(value: str) -> tuple[int, str]:
-    """Ids are tag strings: sort them as numbers (2 before 10), odd values after."""
-    return (int(value), "") if value.isdigit() else (sys.maxsize, value)
-
-
-def _rows(series: list[dict[str, Any]]) -> Iterable[tuple[dict[str, str], dict[str, Any]]]:
-    """(tags, column -> value) for every row of every series of a query answer."""
-    for s in series:
-        cols = s["columns"]
-        for values in s.get("values", []):
-            yield s.get("tags", {}), dict(zip(cols, values))
+def _node_key(tags: dict[str, str]) -> tuple[str, str]:
+    return tags.get("gateway_id", ""), tags.get("node_id", "")
 
 
 def build_report(db: Influx, source: str, end: datetime, hours: float,
@@ -104,32 +93,35 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
 
     active = db.query(f"SELECT count(rssi) FROM {source} WHERE {window} GROUP BY time(1m) fill(none)",
                       epoch="s")
-    active_minutes = sum(1 for _, v in _rows(active) if v["count"])
+    active_minutes = sum(1 for _, v in influx.rows(active) if v["count"])
     expected = active_minutes * REPORTS_PER_MINUTE
 
     nodes: dict[tuple[str, str], NodeRow] = {}
     newest: dict[tuple[str, str], int] = {}
+
+    def row_of(key: tuple[str, str]) -> NodeRow:
+        return nodes.setdefault(key, NodeRow(*key))
+
     # one series per distinct tag combination: a node whose barcode or name was learnt during the
     # week shows up more than once, and its newest combination wins
     known = db.query(f"SELECT last(rssi) FROM {source} WHERE {known_window} "
                      f"GROUP BY gateway_id, node_id, {', '.join(map(influx.ident, NAME_TAGS))}", epoch="s")
-    for tags, v in _rows(known):
-        key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
-        row = nodes.setdefault(key, NodeRow(*key))
+    for tags, v in influx.rows(known):
+        key = _node_key(tags)
+        row = row_of(key)
         if v["time"] >= newest.get(key, -1):
             newest[key] = v["time"]
-            row.last_seen_utc = _iso(datetime.fromtimestamp(v["time"], timezone.utc))
+            row.last_seen_utc = iso_utc(v["time"] * NS, zulu=True)
             for tag in NAME_TAGS:
                 setattr(row, tag, tags.get(tag) or getattr(row, tag))
     for (gateway, node), info in (registry.nodes.items() if registry else ()):
-        row = nodes.setdefault((str(gateway), str(node)), NodeRow(str(gateway), str(node)))
+        row = row_of((str(gateway), str(node)))
         row.barcode = row.barcode or info.get("barcode", "")
 
     stats = db.query(f"SELECT count(rssi), mean(rssi), min(rssi), percentile(rssi, 95) "
                      f"FROM {source} WHERE {window} GROUP BY gateway_id, node_id", epoch="s")
-    for tags, v in _rows(stats):
-        key = (tags.get("gateway_id", ""), tags.get("node_id", ""))
-        row = nodes.setdefault(key, NodeRow(*key))
+    for tags, v in influx.rows(stats):
+        row = row_of(_node_key(tags))
         row.reports = int(v["count"] or 0)
         row.rssi_mean = None if v["mean"] is None else round(v["mean"], 1)
         row.rssi_min, row.rssi_p95 = v["min"], v["percentile"]
@@ -145,8 +137,9 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
     ranked = sorted(nodes.values(), key=lambda r: (
         r.reports > 0, r.completeness if r.completeness is not None else math.inf,
         r.rssi_mean if r.rssi_mean is not None else math.inf,
-        _id_key(r.gateway_id), _id_key(r.node_id)))
-    return Report(_iso(start), _iso(end), hours, active_minutes, expected, ranked)
+        id_sort_key(r.gateway_id), id_sort_key(r.node_id)))
+    return Report(iso_utc(_ns(start), zulu=True), iso_utc(_ns(end), zulu=True), hours,
+                  active_minutes, expected, ranked)
 
 
 def _cell(value: Any) -> str:
@@ -207,7 +200,7 @@ def _when(text: str) -> datetime:
     return t
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     from tigo_execd.cli import add_log_level
 
     p = subparsers.add_parser(
@@ -250,20 +243,20 @@ def main(args: argparse.Namespace) -> int:
     if path:
         load_state(registry, path, whose)
     try:
-        report = build_report(db, source, args.until or datetime.now(timezone.utc), args.hours,
+        report = build_report(db, source, args.until or datetime.now(UTC), args.hours,
                               registry)
     except InfluxUnreachable as exc:
         log.error(str(exc))
-        return EX_UNAVAILABLE
+        return exitcodes.UNAVAILABLE
     except InfluxAuthFailed as exc:
         log.error(f"{exc} (set INFLUX_USER and INFLUX_PASS)")
-        return EX_NOPERM
+        return exitcodes.NOPERM
     except InfluxError as exc:
         log.error(f"query on {args.db} {source} failed: {exc}")
-        return EX_SOFTWARE
+        return exitcodes.SOFTWARE
     if not report.nodes:
         log.warn(f"no reports in {args.db} {source} in the last {KNOWN_DAYS} days")
     elif not report.active_minutes:
         log.warn(f"no node reported between {report.start_utc} and {report.end_utc} (night?)")
     sys.stdout.write(FORMATS[args.format](report))
-    return 0
+    return exitcodes.OK

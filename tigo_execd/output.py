@@ -15,6 +15,7 @@ Files and terminals get plain blocking writes (a full disk is not a stalled read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from collections import deque
@@ -96,10 +97,8 @@ class Output:
         if not self._pipe:
             return
         if not self.closed.is_set() and not self._flowing.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flowing.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
         reports, others = self._count_held()
         if reports or others:
             self._count(reports, others)

@@ -17,6 +17,12 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tigo_execd import exitcodes
+
+if TYPE_CHECKING:
+    from tigo_execd.cli import Subparsers
 
 # Chips of the common USB RS-485 adapters (vendor ids): the ones a Tigo bus sniffer usually is.
 RS485_VENDORS = {"0403": "FTDI", "1a86": "QinHeng CH34x", "10c4": "Silicon Labs CP210x",
@@ -123,21 +129,29 @@ def classify(exc: OSError) -> str:
     return "other"
 
 
+def user_name(uid: int) -> str:
+    """The user's name, or the number when the system has no name for it."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    """The group's name, or the number when the system has no name for it."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def _ownership(path: str) -> tuple[str, str, int] | None:
     """(owner, group, permission bits) of a device, names where the system has them."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    try:
-        group = grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        group = str(st.st_gid)
-    return owner, group, stat.S_IMODE(st.st_mode)
+    return user_name(st.st_uid), group_name(st.st_gid), stat.S_IMODE(st.st_mode)
 
 
 def access_group(path: str) -> tuple[str | None, str]:
@@ -244,7 +258,7 @@ def format_ports(ports: list[Port]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     from tigo_execd.cli import add_log_level
 
     p = sub.add_parser("ports", help="list serial ports, their USB adapters and whether they open",
@@ -258,4 +272,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     print(format_ports(scan(args.root)), end="")
-    return 0
+    return exitcodes.OK

@@ -47,7 +47,7 @@ class TaptapSource(Source):
         self.supervisor = Supervisor(argv)
 
     @classmethod
-    def from_command(cls, command: str) -> "TaptapSource":
+    def from_command(cls, command: str) -> TaptapSource:
         argv = shlex.split(command)
         if not argv:
             raise ValueError("--taptap-cmd is empty")
@@ -75,7 +75,8 @@ class JsonlSource(Source):
         self.label = "stdin" if self.uses_stdin else path
         self._stopping = False
         if not self.uses_stdin:
-            self._file = open(path, "rb")  # fail now, with the OS's reason, not inside the loop
+            # fail now, with the OS's reason, not inside the loop; chunks() closes it
+            self._file = open(path, "rb")  # noqa: SIM115
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.uses_stdin and is_pipe(0):

@@ -2,7 +2,8 @@
 
 Run by its own Telegraf instance (inputs.execd, `signal = "STDIN"`): each `\\n` runs one check and
 prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention.
-`--once` prints a one-line summary for people and scripts and exits 0 OK, 1 WARN, 2 CRIT.
+`--once` prints a one-line summary for people and scripts and exits with the verdict's code
+(exitcodes.OK, WARN, CRIT).
 
 It reads back what the ingest wrote: the newest report per (gateway, node) over the last days, and
 the ingest's own `tigo_ingest` self-metrics; every query has a time window (ending at the check's
@@ -29,21 +30,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from tigo_execd import lineproto
-from tigo_execd.cli import EX_USAGE, add_log_level
+from tigo_execd import exitcodes, influx, lineproto, measurements
+from tigo_execd.cli import Subparsers, add_log_level
+from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
-from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
+from tigo_execd.registry import id_sort_key
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
-CODES = {OK: 0, WARN: 1, CRIT: 2}
+CODES = {OK: exitcodes.OK, WARN: exitcodes.WARN, CRIT: exitcodes.CRIT}  # `code` field, --once exit
 STATUS = {"healthy": OK, "night": OK, "nodes_silent": WARN}  # every other reason is CRIT
-NS_PER_MIN = 60_000_000_000
+NS_PER_MIN = 60 * NS
 BUS_QUIET_S = 60.0        # a powered CCA polls all the time: a minute without a byte is not normal
 MAX_LISTED_NODES = 50     # silent_nodes stays a readable string even when a whole TAP is gone
 POWER_FIELD = "power_w"   # present in every report (schema contract)
@@ -110,10 +113,6 @@ class Facts:
         return None if last is None else (self.now_ns - last) / NS_PER_MIN
 
 
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="seconds")
-
-
 def _minutes(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
@@ -172,13 +171,9 @@ class Check:
             f"SELECT last({influx.ident(POWER_FIELD)}) AS {influx.ident(POWER_FIELD)}, \"barcode\" "
             f"FROM {self.target} WHERE {self._window(self.s.inventory_days * 1440)} "
             f'GROUP BY "gateway_id", "node_id"')
-        nodes = []
-        for s in series:
-            row = dict(zip(s["columns"], s["values"][0]))
-            tags = s.get("tags", {})
-            nodes.append(Node(tags.get("gateway_id", ""), tags.get("node_id", ""), row.get("barcode"),
-                              int(row["time"])))
-        return sorted(nodes, key=lambda n: (_num(n.gateway_id), _num(n.node_id)))
+        nodes = [Node(tags.get("gateway_id", ""), tags.get("node_id", ""), row.get("barcode"),
+                      int(row["time"])) for tags, row in influx.rows(series)]  # one row each: last()
+        return sorted(nodes, key=lambda n: (id_sort_key(n.gateway_id), id_sort_key(n.node_id)))
 
     def _has_series(self) -> bool:
         return bool(self._query(f"SHOW SERIES FROM {self.target} LIMIT 1"))
@@ -187,26 +182,33 @@ class Check:
         """Self-metric rows per source within --ingest-window-min, oldest first."""
         series = self._query(f"SELECT * FROM {self.ingest_target} "
                              f'WHERE {self._window(self.s.ingest_window_min)} GROUP BY "source"')
-        return {s.get("tags", {}).get("source", ""): [dict(zip(s["columns"], v)) for v in s["values"]]
-                for s in series}
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for tags, row in influx.rows(series):
+            by_source.setdefault(tags.get("source", ""), []).append(row)
+        return by_source
+
+    def _last_ns(self, q: str) -> int | None:
+        """The time of the one row a `SELECT last(...)` answers; None when nothing matched."""
+        series = self._query(q)
+        return int(series[0]["values"][0][0]) if series else None
 
     def _ingest_seen_ns(self) -> int | None:
         """Time of the newest self-metric within the inventory window."""
-        series = self._query(f'SELECT last("lines_read") FROM {self.ingest_target} '
+        return self._last_ns(f'SELECT last("lines_read") FROM {self.ingest_target} '
                              f"WHERE {self._window(self.s.inventory_days * 1440)}")
-        return int(series[0]["values"][0][0]) if series else None
 
     def _future_last_ns(self) -> int | None:
-        series = self._query(f"SELECT last({influx.ident(POWER_FIELD)}) FROM {self.target} "
+        return self._last_ns(f"SELECT last({influx.ident(POWER_FIELD)}) FROM {self.target} "
                              f"WHERE {self._window(self.s.inventory_days * 1440, future=True)}")
-        return int(series[0]["values"][0][0]) if series else None
 
     def _sun(self, at_ns: int) -> float:
         from astral import Observer
         from astral.sun import elevation
 
-        when = datetime.fromtimestamp(at_ns / 1e9, timezone.utc)
-        return float(elevation(Observer(self.s.latitude, self.s.longitude), when))
+        latitude, longitude = self.s.latitude, self.s.longitude
+        assert latitude is not None and longitude is not None  # asked only when located
+        when = datetime.fromtimestamp(at_ns / NS, UTC)
+        return float(elevation(Observer(latitude, longitude), when))
 
     # ------------------------------------------------------------------ judging
 
@@ -242,7 +244,7 @@ class Check:
             if seen is not None:
                 return Verdict("ingest_stopped",
                                f"tigo-execd run has written no self-metrics ({self.s.ingest_measurement})"
-                               f" since {_utc(seen)}: check the Telegraf data instance "
+                               f" since {iso_utc(seen)}: check the Telegraf data instance "
                                f"(systemctl status telegraf; journalctl -u telegraf).")
             return None
         for source, rows in ingest.items():
@@ -321,14 +323,9 @@ class Check:
                        f"--measurement match what it writes.")
 
 
-def _num(text: str) -> tuple[int, str]:
-    """Sort key: numeric ids in numeric order (ids are tags, hence strings)."""
-    return (int(text), "") if text.isdigit() else (sys.maxsize, text)
-
-
 def _delta(rows: list[dict[str, Any]], key: str) -> int:
     """Growth of a cumulative counter over the rows; a restart (counter went down) counts from 0."""
-    values = [r[key] for r in rows if r.get(key) is not None]
+    values: list[int] = [r[key] for r in rows if r.get(key) is not None]
     if not values:
         return 0
     if len(values) == 1:
@@ -367,26 +364,26 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
     if len(verdict.silent) > MAX_LISTED_NODES:
         listed += f", +{len(verdict.silent) - MAX_LISTED_NODES} more"
     known = nodes is not None
-    health = {
+    health: dict[str, lineproto.Field | None] = {
         "status": verdict.status,
         "code": CODES[verdict.status],
         "reason": verdict.reason,
         "message": verdict.message,
         "lag_min": None if lag is None else round(lag, 2),
-        "last_ts_utc": None if last is None else _utc(last),
-        "nodes_expected": len(nodes) if known else None,
+        "last_ts_utc": None if last is None else iso_utc(last),
+        "nodes_expected": len(nodes) if nodes is not None else None,
         "nodes_reporting": facts.reporting,
         "nodes_silent": len(verdict.silent) if known else None,
         "silent_nodes": listed if known else None,
         "sun_elevation": facts.sun_elevation,
     }
-    out = [lineproto.line("tigo_health", {}, health, facts.now_ns)]
+    out = [lineproto.line(measurements.HEALTH, {}, health, facts.now_ns)]
     for n in verdict.silent:
         tags = {"gateway_id": n.gateway_id, "node_id": n.node_id, "barcode": n.barcode or ""}
-        out.append(lineproto.line("tigo_node_health", tags, {
+        out.append(lineproto.line(measurements.NODE_HEALTH, tags, {
             "status": WARN, "code": CODES[WARN], "reason": "node_silent",
             "lag_min": round((facts.now_ns - n.last_ns) / NS_PER_MIN, 2),
-            "last_ts_utc": _utc(n.last_ns)}, facts.now_ns))
+            "last_ts_utc": iso_utc(n.last_ns)}, facts.now_ns))
     return "".join(line for line in out if line)
 
 
@@ -395,7 +392,7 @@ def summary(verdict: Verdict, facts: Facts) -> str:
     parts = [verdict.status, verdict.reason]
     lag = facts.lag_min()
     if lag is not None:
-        parts += [f"lag_min={lag:.1f}", f"last_ts_utc={_utc(facts.last_ns or 0)}"]
+        parts += [f"lag_min={lag:.1f}", f"last_ts_utc={iso_utc(facts.last_ns or 0)}"]
     if facts.nodes is not None:
         parts.append(f"nodes={facts.reporting}/{len(facts.nodes)}")
     if facts.sun_elevation is not None:
@@ -429,17 +426,18 @@ def _positive(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("watchdog", help="health check of the data flow (Telegraf inputs.execd, STDIN)",
                        description="Check that reports arrive in InfluxDB and say why not. Without "
                                    "--once: one check per line on stdin (Telegraf execd, signal = "
                                    "\"STDIN\"), line protocol on stdout. Credentials: environment "
                                    "INFLUX_USER / INFLUX_PASS.")
     p.add_argument("--once", action="store_true",
-                   help="run one check, print a summary, exit 0 OK / 1 WARN / 2 CRIT")
+                   help="run one check, print a summary, exit "
+                        + " / ".join(f"{code} {status}" for status, code in CODES.items()))
     influx.add_arguments(p)
-    p.add_argument("--ingest-measurement", default="tigo_ingest",
-                   help="measurement of tigo-execd run's self-metrics (default: tigo_ingest)")
+    p.add_argument("--ingest-measurement", default=measurements.INGEST,
+                   help=f"measurement of tigo-execd run's self-metrics (default: {measurements.INGEST})")
     p.add_argument("--latitude", type=_optional_float,
                    help="site latitude in degrees, north positive (empty = unknown)")
     p.add_argument("--longitude", type=_optional_float,
@@ -484,7 +482,7 @@ def main(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except ValueError as exc:
         log.error(f"watchdog: {exc}")
-        return EX_USAGE
+        return exitcodes.USAGE
     clock: Callable[[], int] = (lambda: args.now) if args.now is not None else time.time_ns
     if not settings.located:
         log.info("watchdog: no --latitude/--longitude, so night cannot be told from an outage: "
@@ -499,5 +497,5 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.write(health_lines(verdict, facts))
             sys.stdout.flush()
         except BrokenPipeError:
-            return 0
-    return 0
+            return exitcodes.OK
+    return exitcodes.OK

@@ -1,0 +1,9 @@
+"""The measurements tigo-execd writes, named once: the dashboard, the health instance's confs and
+users' queries read them, so they never change (docs/metrics.md lists their tags and fields)."""
+
+from __future__ import annotations
+
+POWER_REPORT = "tigo_power_report"  # one line per optimizer report (`run`; its --measurement)
+INGEST = "tigo_ingest"              # `run`'s self-metrics
+HEALTH = "tigo_health"              # the watchdog's verdict, one line per check
+NODE_HEALTH = "tigo_node_health"    # the watchdog: one line per silent optimizer
