@@ -85,7 +85,7 @@ def test_ports_lists_real_ports_with_usb_ids_by_id_names_and_access(tmp_path):
         "    open: ok",
         f"    by-id: /dev/serial/by-id/{BY_ID_NAME}",
         "/dev/ttyUSB1   1a86:7523  USB Serial  <- likely RS-485 adapter (QinHeng CH34x)",
-        f"    open: busy (held by pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()}))",
+        f"    open: busy (held by {Path('/proc/self/comm').read_text().strip()} (pid {os.getpid()}))",
         "Use the /dev/serial/by-id/ name in --serial: it stays the same across re-plugging.",
     ]
 

@@ -26,12 +26,11 @@ from typing import Any
 
 import orjson
 
-from tigo_execd import lineproto
-from tigo_execd.clock import ImplausibleTime, TimeCheck
+from tigo_execd import lineproto, measurements
+from tigo_execd.clock import NS, ImplausibleTime, TimeCheck
 from tigo_execd.log import log
-from tigo_execd.registry import MAX_NODES, Registry, address_hex, valid_barcode
+from tigo_execd.registry import MAX_ID, MAX_NODES, Registry, address_hex_from_json, parse_id, valid_barcode
 
-NS = 1_000_000_000
 _TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
                  rb"(?:[Zz]|([+-])(\d\d):?(\d\d))")
 _EPOCH = dt.date(1970, 1, 1).toordinal()
@@ -135,7 +134,7 @@ class Counters:
 class Converter:
     """Turns taptap stdout lines into line protocol, keeping identity tags from the registry."""
 
-    def __init__(self, measurement: str = "tigo_power_report", registry: Registry | None = None,
+    def __init__(self, measurement: str = measurements.POWER_REPORT, registry: Registry | None = None,
                  time_shift_ns: int = 0) -> None:
         self.measurement = lineproto.measurement(measurement)
         self.registry = registry or Registry()
@@ -303,7 +302,7 @@ class Converter:
 
     def _new_node(self, gateway: int, node: int) -> str | None:
         """Tag string of a node not in the cache (None for ids out of range), noting it as seen."""
-        if not (0 <= gateway <= 65535 and 0 <= node <= 65535):
+        if not (0 <= gateway <= MAX_ID and 0 <= node <= MAX_ID):
             return None
         tags = self._tag_string(gateway, node)
         if len(self._tags) < MAX_NODES:  # beyond: still written, just not remembered
@@ -316,12 +315,12 @@ class Converter:
                         node_id: object) -> None:
         """The addresses and barcode an upstream report carries go to the registry."""
         if type(gateway) is not int or type(node_id) is not int \
-                or not (0 <= gateway <= 65535 and 0 <= node_id <= 65535):
+                or not (0 <= gateway <= MAX_ID and 0 <= node_id <= MAX_ID):
             return  # a report rejected for its ids teaches nothing (nor the state file)
         if "address" in gw:
-            self.registry.learn_gateway(gateway, address_hex(gw["address"]))
+            self.registry.learn_gateway(gateway, address_hex_from_json(gw["address"]))
         if "address" in node or "barcode" in node:
-            self.registry.learn_node(gateway, node_id, address_hex(node.get("address")),
+            self.registry.learn_node(gateway, node_id, address_hex_from_json(node.get("address")),
                                      valid_barcode(node.get("barcode")))
         self._check_registry()
 
@@ -366,17 +365,17 @@ class Converter:
         self.counters.infrastructure_reports += 1
         gateways, nodes = obj.get("gateways"), obj.get("nodes")
         for gw_key, info in (gateways.items() if type(gateways) is dict else ()):
-            gw = _int_key(gw_key)
+            gw = parse_id(gw_key)
             if gw is not None and type(info) is dict:
-                self.registry.learn_gateway(gw, address_hex(info.get("address")))
+                self.registry.learn_gateway(gw, address_hex_from_json(info.get("address")))
         for gw_key, table in (nodes.items() if type(nodes) is dict else ()):
-            gw = _int_key(gw_key)
+            gw = parse_id(gw_key)
             if gw is None or type(table) is not dict:
                 continue
             for node_key, info in table.items():
-                node = _int_key(node_key)
+                node = parse_id(node_key)
                 if node is not None and type(info) is dict:
-                    self.registry.learn_node(gw, node, address_hex(info.get("address")),
+                    self.registry.learn_node(gw, node, address_hex_from_json(info.get("address")),
                                              valid_barcode(info.get("barcode")))
         self._check_registry()
 
@@ -390,7 +389,3 @@ class Converter:
         self.counters.lines_skipped += 1
         log.debug(why, key=kind)
 
-
-def _int_key(key: str) -> int | None:
-    ok = key.isascii() and key.isdigit() and len(key) <= 5  # int() refuses "²" (a digit too)
-    return int(key) if ok and int(key) <= 65535 else None

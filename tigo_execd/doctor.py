@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tigo_execd import exitcodes
-from tigo_execd.cli import add_log_level
+from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.feeds import parse_host_port
 from tigo_execd.influx import (
     Influx,
@@ -501,7 +501,7 @@ def seconds(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check taptap, the source, InfluxDB, MQTT, the Telegraf "
                        "files and the telegraf user; print a fix for each problem",
                        description=__doc__.splitlines()[0])

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
-import grp
 import os
-import pwd
 import re
 import stat
 from dataclasses import dataclass, field
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tigo_execd import exitcodes
+from tigo_execd.procfs import holders, read_text
+from tigo_execd.systemd import group_name, user_name
 
 if TYPE_CHECKING:
     from tigo_execd.cli import Subparsers
@@ -56,12 +56,6 @@ def by_id_links(root: Path = Path("/")) -> dict[str, Path]:
     except OSError:
         return {}
 
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
 
 
 def _usb_device(device: Path) -> Path | None:
@@ -129,20 +123,6 @@ def classify(exc: OSError) -> str:
     return "other"
 
 
-def user_name(uid: int) -> str:
-    """The user's name, or the number when the system has no name for it."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def group_name(gid: int) -> str:
-    """The group's name, or the number when the system has no name for it."""
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def _ownership(path: str) -> tuple[str, str, int] | None:
@@ -211,33 +191,10 @@ def explain(port: str, exc: OSError, root: Path = Path("/")) -> str:
     return f"cannot open serial port {port}: {exc.strerror or exc}"
 
 
-def processes_with(target: str) -> list[int]:
-    """Pids of processes with an open file descriptor whose link reads `target` (like fuser).
-
-    Only processes this user may inspect are seen (all of them for root)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
 
 def holders_of(path: str) -> str:
-    """'pid 123 (taptap)' for the processes holding a device, or '' when none is visible."""
-    if not path:
-        return ""
-    try:
-        target = os.path.realpath(path)
-    except OSError:
-        return ""
-    names = [f"pid {pid} ({read_text(Path(f'/proc/{pid}/comm')) or '?'})"
-             for pid in processes_with(target) if pid != os.getpid()]
-    return ", ".join(names)
+    """'taptap (pid 123)' for the other processes holding a device, or '' when none is visible."""
+    return ", ".join(holders(path)) if path else ""
 
 
 def format_ports(ports: list[Port]) -> str:

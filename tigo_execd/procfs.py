@@ -1,4 +1,5 @@
-"""What /proc tells about other processes: their parents, the files and sockets they hold.
+"""What the kernel's /proc (and /sys) tell about other processes and devices: their parents, the
+files and sockets they hold.
 
 Only processes this user may inspect are seen (all of them for root); whatever cannot be read
 counts as "not known", never as an error.
@@ -12,7 +13,27 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from tigo_execd.ports import processes_with, read_text
+
+def read_text(path: Path) -> str:
+    """A kernel text file's content, stripped ("" when it cannot be read)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def processes_with(target: str) -> list[int]:
+    """Pids of processes with an open file descriptor whose link reads `target` (like fuser)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def comm(pid: int) -> str:
@@ -39,10 +60,11 @@ def runs_under(pid: int, program: str) -> bool:
     return any(comm(p) == program for p in (pid, *ancestors(pid)) if p > 1)
 
 
-def holders(device: str, outside: str) -> list[str]:
-    """"name (pid N)" of each process holding the device open, leaving out those under `outside`."""
-    return [f"{comm(pid)} (pid {pid})" for pid in processes_with(os.path.realpath(device))
-            if not runs_under(pid, outside)]
+def holders(device: str, outside: str = "") -> list[str]:
+    """"name (pid N)" of each other process holding the device open, leaving out those running
+    under the program `outside` (doctor: the service's own taptap)."""
+    return [f"{comm(pid) or '?'} (pid {pid})" for pid in processes_with(os.path.realpath(device))
+            if pid != os.getpid() and not (outside and runs_under(pid, outside))]
 
 
 def _net_tcp_address(host: str, port: int) -> str:

@@ -177,4 +177,3 @@ class Registry:
 
 # Transitional, for merging only: convert.py (another helper's file) still imports the old name.
 # The lead switches convert.py to address_hex_from_json and deletes this line.
-address_hex = address_hex_from_json

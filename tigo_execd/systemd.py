@@ -55,6 +55,7 @@ def drop_in_settings(unit_dir: Path, key: str) -> list[tuple[Path, str]]:
 
 
 def group_name(gid: int) -> str:
+    """The group's name, or the number when the system has no name for it."""
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -62,6 +63,7 @@ def group_name(gid: int) -> str:
 
 
 def user_name(uid: int) -> str:
+    """The user's name, or the number when the system has no name for it."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

@@ -16,8 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-MEASUREMENT = "tigo_power_report"
-TIGO_METRICS = (MEASUREMENT, "tigo_ingest")  # what `tigo-execd run` gives the main Telegraf
+from tigo_execd import measurements
+
+MEASUREMENT = measurements.POWER_REPORT
+TIGO_METRICS = (MEASUREMENT, measurements.INGEST)  # what `tigo-execd run` gives the main Telegraf
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
