@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from support.proc import Child, tigo_execd_argv
 from support.taptap_lines import NS, power_report, stamp
 from tigo_execd.output import Output

@@ -10,12 +10,19 @@ import subprocess
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from support.paths import DATA
 from support.proc import tigo_execd_argv
-from tigo_execd.barcode import (CHECK_LETTERS, address_colon, address_hex, address_to_barcode,
-                                barcode_to_address, is_valid_barcode)
+from tigo_execd.barcode import (
+    CHECK_LETTERS,
+    address_colon,
+    address_hex,
+    address_to_barcode,
+    barcode_to_address,
+    is_valid_barcode,
+)
 
 SAMPLES = DATA / "barcode-samples.jsonl"
 

@@ -47,7 +47,7 @@ class Run:
         self.out = self.err = b""
         self.changed = asyncio.Condition()
 
-    async def __aenter__(self) -> "Run":
+    async def __aenter__(self) -> Run:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self.env, cwd=ROOT)
@@ -327,7 +327,7 @@ class Converter:
         self.script = script
         self.connections = 0
 
-    async def __aenter__(self) -> "Converter":
+    async def __aenter__(self) -> Converter:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self

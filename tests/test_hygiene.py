@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from test_bridge import fake_taptap
+
 from tigo_execd import bridge, ingest
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
@@ -49,7 +50,7 @@ class Snapshot:
     children: int   # living or zombie: an unreaped child is a leak too
 
     @classmethod
-    def take(cls) -> "Snapshot":
+    def take(cls) -> Snapshot:
         me = str(os.getpid())
         children = 0
         for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -74,7 +75,7 @@ class Pipeline:
         self.reports = 0
         self.counted = asyncio.Condition()
 
-    async def __aenter__(self) -> "Pipeline":
+    async def __aenter__(self) -> Pipeline:
         read_fd, self.write_fd = os.pipe()
         registry = Registry()
         converter = Converter(registry=registry)

@@ -13,7 +13,7 @@ import csv
 import io
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -21,8 +21,8 @@ import pytest
 from support.proc import tigo_execd_argv
 from support.servers import free_port
 
-UNTIL = datetime(2026, 6, 21, 20, 0, tzinfo=timezone.utc)
-SUNRISE = datetime(2026, 6, 21, 6, 0, tzinfo=timezone.utc)
+UNTIL = datetime(2026, 6, 21, 20, 0, tzinfo=UTC)
+SUNRISE = datetime(2026, 6, 21, 6, 0, tzinfo=UTC)
 MINUTES = 720
 DUE = MINUTES * 3
 HALF_RSSI = list(range(40, 80))
@@ -162,7 +162,7 @@ def test_idle_window_and_forgotten_nodes(day_db) -> None:
 
 
 def test_default_window_ends_now(influx_db) -> None:
-    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     points = [line(1, 1, minute + timedelta(seconds=s), 100) for s in (0, 20, 40)]
     points.append(line(1, 2, minute + timedelta(seconds=10), 100))
     influx_db.write(("\n".join(points) + "\n").encode())

@@ -25,15 +25,16 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bridge import BUS, Pty, run_bridge, taptap_starts
+from test_telegraf_configs import descendants, telegraf_env
 
 from support import telegraf_harness as th
 from support.paths import DATA, ROOT
 from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
 from support.taptap_lines import stamp
 from support.wait import wait_until_async
-from test_bridge import BUS, Pty, run_bridge, taptap_starts
-from test_telegraf_configs import descendants, telegraf_env
-from tigo_execd import cli, identity, log as logmod
+from tigo_execd import cli, identity
+from tigo_execd import log as logmod
 from tigo_execd.convert import parse_timestamp
 from tigo_execd.registry import Registry
 

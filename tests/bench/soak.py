@@ -55,7 +55,7 @@ for _path in (str(ROOT), str(TESTS)):
         sys.path.insert(0, _path)
 
 from support import telegraf_harness as th  # noqa: E402
-from support.proc import FAKE_TAPTAP_SCRIPT
+from support.proc import FAKE_TAPTAP_SCRIPT  # noqa: E402
 from tigo_execd.influx import Influx  # noqa: E402
 
 LINK_NAME = "usb-FTDI_FT232R_USB_UART_SOAK0001-if00-port0"

@@ -32,7 +32,7 @@ import time
 
 
 def log(level: str, target: str, msg: str) -> None:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sys.stderr.write(f"[{now} {level:<5} {target}] {msg}\n")
     sys.stderr.flush()
 

@@ -66,10 +66,11 @@ import socket
 import sys
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 if __name__ == "__main__":  # run as a script: tests/ (support) and the checkout (tigo_execd)
     sys.path[:0] = [str(Path(__file__).resolve().parents[i]) for i in (1, 2)]
