@@ -97,7 +97,7 @@ def test_non_tigo_prefix_has_no_barcode() -> None:
 
 def test_wrong_check_letter() -> None:
     for letter in CHECK_LETTERS.replace("Z", ""):
-        with pytest.raises(ValueError, match="wrong check letter.*expected 'Z'"):
+        with pytest.raises(ValueError, match=r"wrong check letter.*expected 'Z'"):
             barcode_to_address("4-A2346F" + letter)
         assert not is_valid_barcode("4-A2346F" + letter)
 

@@ -114,7 +114,8 @@ class Run:
 def fake_taptap(tmp_path: Path) -> str:
     """A `taptap` wrapper script, as a user's --taptap may be, exec'ing the fake."""
     path = tmp_path / "taptap"
-    path.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'support' / 'fake_taptap.py'} \"$@\"\n")
+    fake = ROOT / "tests" / "support" / "fake_taptap.py"
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} {fake} \"$@\"\n")
     path.chmod(0o755)
     return str(path)
 
@@ -349,7 +350,8 @@ class Converter:
 
 def test_converter_dropping_the_connection_is_reconnected(tmp_path):
     async def scenario():
-        script = lambda n: (FIRST, "close") if n == 1 else (SECOND, "stay")
+        def script(n):
+            return (FIRST, "close") if n == 1 else (SECOND, "stay")
         async with Converter(script) as conv, \
                 run_bridge(tmp_path, "--tcp", f"127.0.0.1:{conv.port}") as run:
             await run.wait_reports(10)
@@ -366,7 +368,8 @@ def test_converter_dropping_the_connection_is_reconnected(tmp_path):
 
 def test_a_silent_converter_is_noticed_and_reconnected(tmp_path):
     async def scenario():
-        script = lambda n: (FIRST if n == 1 else SECOND if n == 2 else b"", "stay")
+        def script(n):
+            return (FIRST if n == 1 else SECOND if n == 2 else b"", "stay")
         async with Converter(script) as conv, \
                 run_bridge(tmp_path, "--tcp", f"127.0.0.1:{conv.port}", "--silence-timeout", "1") as run:
             await run.wait_reports(10, timeout=15)

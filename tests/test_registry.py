@@ -259,7 +259,7 @@ def test_names_file_edits_are_picked_up_live(tmp_path: Path) -> None:
     while b"1 nodes named" not in child.err:
         feed(child, fork_power(2, second=sent % 60))
         sent += 1
-        child.wait_for(lambda: child.out.count(b"\n") == sent, 10, f"report {sent}")
+        child.wait_for(lambda n=sent: child.out.count(b"\n") == n, 10, f"report {sent}")
     feed(child, fork_power(2), fork_power(3))
     out = stop(child)
     assert len(out) == sent + 2  # nothing lost while the file was re-read

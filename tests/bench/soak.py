@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -390,10 +391,8 @@ class Soak:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"InfluxDB holds {stored} of {self.result.sent} reports")
             self.moved.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.moved.wait(), 2 * self.output.flush_interval)
-            except TimeoutError:
-                pass
 
     def _count(self) -> int:
         series = self.influx.query("SELECT count(voltage_in_v) FROM tigo_power_report")

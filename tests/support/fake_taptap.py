@@ -116,7 +116,8 @@ def main() -> None:
         while True:
             time.sleep(3600)
     if then == "panic":
-        sys.stderr.write("thread 'main' panicked at src/observer.rs:42:5:\nattempt to subtract with overflow\n"
+        sys.stderr.write("thread 'main' panicked at src/observer.rs:42:5:\n"
+                         "attempt to subtract with overflow\n"
                          "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n")
         sys.exit(101)
     buf = b""
