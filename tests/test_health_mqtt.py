@@ -14,11 +14,11 @@ import tomllib
 
 import paho.mqtt.client as mqtt
 import pytest
-from test_watchdog import MUNICH, NOON, fleet, health, ingest_rows, ns
 
 from support import telegraf_harness as th
 from support import telegraf_mqtt
 from support.paths import ROOT
+from support.watchdog_check import MUNICH, NOON, fleet, health, ingest_rows, ns
 
 CONF = ROOT / "telegraf" / "tigo-health.conf"
 # Functions of JSONata 1.5 (Telegraf's blues/jsonata-go implements 1.5.4); later ones such as

@@ -22,8 +22,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from test_bridge import fake_taptap
-
+from support.bridge_run import fake_taptap
 from tigo_execd import bridge, ingest
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter

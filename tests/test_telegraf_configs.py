@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from support import telegraf_harness as th
-from support.proc import FAKE_TAPTAP, Child, pid_alive
+from support.paths import ROOT
+from support.proc import Child, descendants, pid_alive
+from support.service_env import telegraf_env
 from tigo_execd.doctor import plugins, unknown_options
 
-ROOT = Path(__file__).resolve().parent.parent
 TELEGRAF = ROOT / "telegraf"
-SAMPLE = ROOT / "tests" / "data" / "taptap-upstream.jsonl"
 TELEGRAF_CONFS = sorted(TELEGRAF.glob("*.conf"))  # Telegraf's only: systemd's files are in systemd/
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -42,36 +42,8 @@ def etc(tmp_path) -> Path:
     return tmp_path
 
 
-def telegraf_env(tigo_execd_bin: Path, influx_url: str, db: str, state: Path,
-                 **extra: str) -> dict[str, str]:
-    """Telegraf's environment under systemd: /etc/default/telegraf's variables, STATE_DIRECTORY
-    from the unit's drop-in (systemd/telegraf.service.d/tigo-execd.conf), plus the fake taptap's knobs."""
-    return {"PATH": os.environ["PATH"], "TIGO_EXECD": str(tigo_execd_bin), "STATE_DIRECTORY": str(state),
-            "TIGO_SOURCE": "cmd:" + " ".join(FAKE_TAPTAP) + " observe --serial /dev/null",
-            "FAKE_TAPTAP_LINES": str(SAMPLE), "FAKE_TAPTAP_THEN": "sleep",
-            "TIGO_CLOCK_CHECK": "off",  # the fake replays 2024 samples; test_clock covers the check
-            "INFLUX_URL": influx_url, "INFLUX_DB": db, **extra}
-
-
 def rows(client, q: str) -> list[dict]:
     return [dict(zip(s["columns"], v)) for s in client.query(q) for v in s["values"]]
-
-
-def descendants(pid: int) -> set[int]:
-    """Every living process below `pid` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 # ---------------------------------------------------------------- static checks

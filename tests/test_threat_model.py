@@ -25,12 +25,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bridge import BUS, Pty, run_bridge, taptap_starts
-from test_telegraf_configs import descendants, telegraf_env
 
 from support import telegraf_harness as th
+from support.bridge_run import BUS, run_bridge, taptap_starts
 from support.paths import DATA, ROOT
-from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
+from support.proc import FAKE_TAPTAP, Child, descendants, tigo_execd_argv
+from support.serial_pty import Pty
+from support.service_env import telegraf_env
 from support.taptap_lines import stamp
 from support.wait import wait_until_async
 from tigo_execd import cli, identity
