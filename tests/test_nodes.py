@@ -26,6 +26,7 @@ SUNRISE = datetime(2026, 6, 21, 6, 0, tzinfo=UTC)
 MINUTES = 720
 DUE = MINUTES * 3
 HALF_RSSI = list(range(40, 80))
+pytestmark = pytest.mark.usefixtures("own_state_dir")  # conftest: a fresh default registry place
 
 
 def line(gw: int, node: int, t: datetime, rssi: int, extra: str = "") -> str:
@@ -49,13 +50,6 @@ def synthetic_day() -> bytes:
     for i in range(180):
         lines.append(line(4609, 7, earlier + timedelta(seconds=20 * i + 5), 90, ",panel=B7"))
     return ("\n".join(lines) + "\n").encode()
-
-
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    """The default registry location of the commands run here is a fresh directory."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
 
 
 @pytest.fixture
