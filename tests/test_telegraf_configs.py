@@ -25,6 +25,7 @@ from support import telegraf_harness as th
 from support.paths import ROOT
 from support.proc import Child, descendants, pid_alive
 from support.service_env import telegraf_env
+from support.wait import wait_until_async
 from tigo_execd.doctor import plugins, unknown_options
 
 TELEGRAF = ROOT / "telegraf"
@@ -97,10 +98,8 @@ def test_e2e_fake_taptap_to_influxdb(etc, tigo_execd_bin, influxd, influx_db):
 
     async def scenario():
         await harness.start()
-        deadline = time.monotonic() + 20
-        while harness.outputs[0].written < 10:
-            assert time.monotonic() < deadline, harness.log.records
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: harness.outputs[0].written >= 10, 20,
+                               lambda: f"10 reports written; Telegraf's log: {harness.log.records}")
         await harness.stop()
 
     asyncio.run(scenario())
@@ -178,10 +177,8 @@ def test_health_instance_publishes_retained_flat_json(tmp_path, tigo_execd_bin, 
         await harness.start(gather_loop=False)
         for execd in harness.inputs:
             execd.gather()
-        deadline = time.monotonic() + 20
-        while not any(m.name == "tigo_health" for m in harness.collected):
-            assert time.monotonic() < deadline, harness.log.records
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: any(m.name == "tigo_health" for m in harness.collected), 20,
+                               lambda: f"a tigo_health metric; Telegraf's log: {harness.log.records}")
         await harness.stop()
 
     asyncio.run(once())
