@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.bridge_run import fake_taptap
+from support.proc import children
 from tigo_execd import bridge, ingest
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
@@ -50,15 +51,11 @@ class Snapshot:
 
     @classmethod
     def take(cls) -> Snapshot:
-        me = str(os.getpid())
-        children = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                children += stat.read_text().rsplit(")", 1)[1].split()[1] == me
-            except (OSError, IndexError):
-                continue
+        # Children first, as ever: the /proc walk gives the waitpid thread asyncio runs per child
+        # (Python 3.11's ThreadedChildWatcher) time to end after its child was reaped.
+        kids = len(children(os.getpid()))
         return cls(len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks()),
-                   threading.active_count(), children)
+                   threading.active_count(), kids)
 
 
 def report(n: int) -> bytes:

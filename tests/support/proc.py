@@ -93,18 +93,29 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def descendants(pid: int) -> set[int]:
-    """Every living process below `pid` (read from /proc)."""
+def _children_by_parent() -> dict[int, list[int]]:
+    """Each process's children, zombies included, read from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    return children
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, zombies included: an unreaped child is one too."""
+    return _children_by_parent().get(pid, [])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, zombies included."""
+    by_parent = _children_by_parent()
     found, todo = set(), [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in by_parent.get(todo.pop(), []):
             found.add(child)
             todo.append(child)
     return found
