@@ -8,6 +8,7 @@ Output unit tests, a pipe shrunk to one page) and resumes later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import re
@@ -15,7 +16,6 @@ import selectors
 import threading
 import time
 from pathlib import Path
-
 
 from support.proc import Child, tigo_execd_argv
 from support.taptap_lines import NS, power_report, stamp
@@ -181,10 +181,8 @@ def run_output(lines: list[bytes], max_bytes: int, chunk: int, read_at: int) -> 
     try:
         out = asyncio.run(scenario())
         os.set_blocking(r, False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             got.extend(os.read(r, 1 << 20))
-        except BlockingIOError:
-            pass
     finally:
         os.close(r)
         os.close(w)

@@ -10,12 +10,19 @@ import subprocess
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from support.paths import DATA
 from support.proc import tigo_execd_argv
-from tigo_execd.barcode import (CHECK_LETTERS, address_colon, address_hex, address_to_barcode,
-                                barcode_to_address, is_valid_barcode)
+from tigo_execd.barcode import (
+    CHECK_LETTERS,
+    address_colon,
+    address_hex,
+    address_to_barcode,
+    barcode_to_address,
+    is_valid_barcode,
+)
 
 SAMPLES = DATA / "barcode-samples.jsonl"
 
@@ -90,7 +97,7 @@ def test_non_tigo_prefix_has_no_barcode() -> None:
 
 def test_wrong_check_letter() -> None:
     for letter in CHECK_LETTERS.replace("Z", ""):
-        with pytest.raises(ValueError, match="wrong check letter.*expected 'Z'"):
+        with pytest.raises(ValueError, match=r"wrong check letter.*expected 'Z'"):
             barcode_to_address("4-A2346F" + letter)
         assert not is_valid_barcode("4-A2346F" + letter)
 

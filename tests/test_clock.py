@@ -12,8 +12,16 @@ import pytest
 from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
 from support.taptap_lines import power_report, stamp
 from tigo_execd import clock
-from tigo_execd.clock import (FLOOR_NS, NS, STA_UNSYNC, TIME_ERROR, ClockWatch, KernelClock,
-                              TimeCheck, read_kernel_clock)
+from tigo_execd.clock import (
+    FLOOR_NS,
+    NS,
+    STA_UNSYNC,
+    TIME_ERROR,
+    ClockWatch,
+    KernelClock,
+    TimeCheck,
+    read_kernel_clock,
+)
 from tigo_execd.convert import Converter
 
 NOW = FLOOR_NS + 30 * 86400 * NS  # the fake host clock: a month after the release

@@ -3,14 +3,23 @@ real InfluxDB 1.x holding a known synthetic day, with the figures checked agains
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 
 from support import dashboard_day as day
-from support.dashboard_day import MIN, NOW, DAY0
-from support.dashboard_grafana import (Range, Var, all_panels, interpolate, interval_ms, load,
-                                       panel_range, sort_options)
+from support.dashboard_day import DAY0, MIN, NOW
+from support.dashboard_grafana import (
+    Range,
+    Var,
+    all_panels,
+    interpolate,
+    interval_ms,
+    load,
+    panel_range,
+    sort_options,
+)
 from support.dashboard_render import render
 from support.paths import ROOT
 
@@ -145,7 +154,8 @@ def by_key(series: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def approx_map(got: dict, want: dict, rel=1e-9, abs_=1e-9) -> None:
-    assert got.keys() == want.keys(), (sorted(got.keys() - want.keys())[:5], sorted(want.keys() - got.keys())[:5])
+    assert got.keys() == want.keys(), (sorted(got.keys() - want.keys())[:5],
+                                       sorted(want.keys() - got.keys())[:5])
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=rel, abs=abs_), k
 
@@ -180,12 +190,14 @@ def test_every_query_against_influxdb(dash, solar_db, output_dir):
     total = results["Total power"][0][0]
     want_total = day.total_power(day_rs, step)
     approx_map(values(total), want_total)
-    night = [v[1] for v in total["values"] if 23 * 3600000 <= v[0] % 86400000 or v[0] % 86400000 < 3 * 3600000]
+    night = [v[1] for v in total["values"]
+             if v[0] % 86400000 >= 23 * 3600000 or v[0] % 86400000 < 3 * 3600000]
     assert night and all(v is None for v in night)
     # a missed minute does not make the total dip (the old per-minute sum does)
     day1 = {b: p for b, p in want_total.items() if DAY0 + 8 * 3600000 <= b < DAY0 + 15 * 3600000}
     assert max(abs(p / day.true_total(b + step // 2) - 1) for b, p in day1.items()) < 0.03
-    naive = {b: p for b, p in day.naive_minute_total(day_rs).items() if DAY0 + 8 * 3600000 <= b < DAY0 + 15 * 3600000}
+    naive = {b: p for b, p in day.naive_minute_total(day_rs).items()
+             if DAY0 + 8 * 3600000 <= b < DAY0 + 15 * 3600000}
     assert max(1 - p / day.true_total(b + MIN // 2) for b, p in naive.items()) > 0.05
 
     assert results["Peak power"][0][0]["values"] and max(values(results["Peak power"][0][0]).values()) == \
@@ -193,7 +205,8 @@ def test_every_query_against_influxdb(dash, solar_db, output_dir):
     last = {}
     for r in day.select(rs, NOW - 3 * MIN + 1, NOW):
         last[r.node.key] = r
-    assert results["Current power"][0][0]["values"][0][1] == pytest.approx(sum(r.power_w for r in last.values()))
+    current = results["Current power"][0][0]["values"][0][1]
+    assert current == pytest.approx(sum(r.power_w for r in last.values()))
     assert results["Nodes reporting"][0][0]["values"][0][1] == len(day.NODES) - 1  # the silent node
 
     # energy: today total and per node, and per day over the range
@@ -210,7 +223,8 @@ def test_every_query_against_influxdb(dash, solar_db, output_dir):
     # the estimate agrees with the trapezoid integral of the reports (physics, not the same formula)
     for key, d in day.energy_kwh(day_rs).items():
         pts = sorted((r.ms, r.power_w) for r in day_rs if r.node.key == key)
-        trap = sum((t2 - t1) / 3.6e6 * (p1 + p2) / 2 for (t1, p1), (t2, p2) in zip(pts, pts[1:]) if t2 - t1 < 10 * MIN)
+        trap = sum((t2 - t1) / 3.6e6 * (p1 + p2) / 2
+                   for (t1, p1), (t2, p2) in itertools.pairwise(pts) if t2 - t1 < 10 * MIN)
         assert sum(d.values()) == pytest.approx(trap / 1000, rel=0.01), key
 
     # the per-node table: one row per optimizer, silent ones included
@@ -230,7 +244,8 @@ def test_every_query_against_influxdb(dash, solar_db, output_dir):
         rssi = [r.rssi for r in today_rs if r.node.key == n.key]
         assert row["Mean rssi"] == (pytest.approx(sum(rssi) / len(rssi)) if rssi else None)
     assert dict(zip(cols, rows[day.SILENT]["values"][0]))["Since last report"] > 86400
-    assert dict(zip(cols, rows[day.SKIPPER]["values"][0]))["Reports last hour"] == 180 - 9 * 3  # 9 skipped minutes
+    skipper = dict(zip(cols, rows[day.SKIPPER]["values"][0]))
+    assert skipper["Reports last hour"] == 180 - 9 * 3  # 9 skipped minutes
 
     # reports per node per minute: counts, not rates per second; gateways kept apart
     rpm = by_key(results["Reports per node per minute"][0])
@@ -268,7 +283,8 @@ def test_every_query_against_influxdb(dash, solar_db, output_dir):
     # the picture of what the panels show
     png = render(results, output_dir / "dashboard.png")
     assert png.stat().st_size > 20000
-    print(f"{n_queries} queries checked; energy today {sum(values(results['Energy today'][0][0]).values()):.3f} kWh")
+    energy = sum(values(results["Energy today"][0][0]).values())
+    print(f"{n_queries} queries checked; energy today {energy:.3f} kWh")
 
 
 def test_selection_and_retention_policy(dash, solar_db):
@@ -284,8 +300,8 @@ def test_selection_and_retention_policy(dash, solar_db):
     assert set(by_key(results["Power per node"][0])) == pick
 
     variables["rp"] = Var(variables["rp"].spec, selected=["autogen"])
-    assert db.query(interpolate(next(p for p in all_panels(dash) if p["title"] == "Total power")["targets"][0]["query"],
-                                variables, DASH_RANGE, 3 * MIN)) == []
+    total = next(p for p in all_panels(dash) if p["title"] == "Total power")
+    assert db.query(interpolate(total["targets"][0]["query"], variables, DASH_RANGE, 3 * MIN)) == []
 
 
 def test_readme_picture_is_committed():

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from support import fuzz_strategies as fs
 from support.proc import tigo_execd_argv

@@ -11,6 +11,7 @@ tests; the ones that run the harness are marked `integration`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -56,7 +57,7 @@ def test_unknown_option_is_refused(tmp_path):
 def test_unknown_option_in_subtable_and_agent_is_refused(tmp_path):
     bad_v5 = ('[[outputs.mqtt]]\n  servers = ["tcp://127.0.0.1:1"]\n  data_format = "json"\n'
               '  [outputs.mqtt.v5]\n    message_expiry = "1m"\n    bogus = 1\n')
-    with pytest.raises(th.ConfigError, match="v5.bogus"):
+    with pytest.raises(th.ConfigError, match=r"v5\.bogus"):
         th.load_config(write_conf(tmp_path, execd("pass") + bad_v5), env={})
     (tmp_path / "a.conf").write_text("[agent]\n  intervall = '10s'\n" + execd("pass"))
     with pytest.raises(th.ConfigError, match="intervall"):
@@ -210,7 +211,7 @@ def test_restart_after_restart_delay_and_stop_on_error(tmp_path):
     exits = h.log.find("E", "inputs.execd", "exited: exit status 3")
     assert exits and exits[0].message == f"Process {PY} exited: exit status 3"
     runs = [m.ts_ns for m in h.collected]
-    gaps = [(b - a) / 1e9 for a, b in zip(runs, runs[1:])]
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(runs)]
     assert len(runs) >= 3 and all(0.95 <= g < 2.0 for g in gaps), gaps
     assert e.returncodes[:2] == [3, 3]
 

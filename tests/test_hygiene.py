@@ -22,7 +22,8 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from test_bridge import fake_taptap
+from support.bridge_run import fake_taptap
+from support.proc import children
 from tigo_execd import bridge, feeds, ingest, reconnect
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
@@ -49,16 +50,12 @@ class Snapshot:
     children: int   # living or zombie: an unreaped child is a leak too
 
     @classmethod
-    def take(cls) -> "Snapshot":
-        me = str(os.getpid())
-        children = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                children += stat.read_text().rsplit(")", 1)[1].split()[1] == me
-            except (OSError, IndexError):
-                continue
+    def take(cls) -> Snapshot:
+        # Children first, as ever: the /proc walk gives the waitpid thread asyncio runs per child
+        # (Python 3.11's ThreadedChildWatcher) time to end after its child was reaped.
+        kids = len(children(os.getpid()))
         return cls(len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks()),
-                   threading.active_count(), children)
+                   threading.active_count(), kids)
 
 
 def report(n: int) -> bytes:
@@ -74,7 +71,7 @@ class Pipeline:
         self.reports = 0
         self.counted = asyncio.Condition()
 
-    async def __aenter__(self) -> "Pipeline":
+    async def __aenter__(self) -> Pipeline:
         read_fd, self.write_fd = os.pipe()
         registry = Registry()
         converter = Converter(registry=registry)

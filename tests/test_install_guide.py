@@ -132,7 +132,8 @@ def check_installed(root: Path, env: dict[str, str], influx_url: str, influx_db:
     units = etc / "systemd" / "system"
     assert (units / "telegraf.service.d" / "tigo-execd.conf").read_text() == \
         (src / "systemd" / "telegraf.service.d" / "tigo-execd.conf").read_text()
-    assert (units / "tigo-health.service").read_text() == (src / "systemd" / "tigo-health.service").read_text()
+    assert (units / "tigo-health.service").read_text() == \
+        (src / "systemd" / "tigo-health.service").read_text()
     # The main output drops the Tigo metrics: one namedrop, in the stock [[outputs.influxdb]].
     conf = (etc / "telegraf" / "telegraf.conf").read_text()
     assert conf.count("namedrop") == 1
@@ -177,7 +178,8 @@ def test_provisioning_files_are_grafanas_format_and_agree_with_guide_and_dashboa
     [source] = sources["datasources"]
     assert {"name", "type", "access", "uid", "url", "jsonData"} <= set(source)
     assert source["name"] == source["uid"]  # found by the dashboard variable either way
-    assert (source["type"], source["access"], source["jsonData"]["version"]) == ("influxdb", "proxy", "InfluxQL")
+    assert (source["type"], source["access"], source["jsonData"]["version"]) == \
+        ("influxdb", "proxy", "InfluxQL")
     assert source["jsonData"]["dbName"] == "bms" and source["url"] == "http://127.0.0.1:8086"  # the defaults
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "tigo.yaml").read_text())
     assert providers["apiVersion"] == 1
@@ -234,8 +236,8 @@ def test_walk_the_guide_twice_on_a_fresh_root(tmp_path):
 
 def _anchors(doc: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.MULTILINE | re.DOTALL),
-                          re.MULTILINE)
+    prose = re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", prose, re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 

@@ -13,7 +13,7 @@ import csv
 import io
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -21,11 +21,12 @@ import pytest
 from support.proc import tigo_execd_argv
 from support.servers import free_port
 
-UNTIL = datetime(2026, 6, 21, 20, 0, tzinfo=timezone.utc)
-SUNRISE = datetime(2026, 6, 21, 6, 0, tzinfo=timezone.utc)
+UNTIL = datetime(2026, 6, 21, 20, 0, tzinfo=UTC)
+SUNRISE = datetime(2026, 6, 21, 6, 0, tzinfo=UTC)
 MINUTES = 720
 DUE = MINUTES * 3
 HALF_RSSI = list(range(40, 80))
+pytestmark = pytest.mark.usefixtures("own_state_dir")  # conftest: a fresh default registry place
 
 
 def line(gw: int, node: int, t: datetime, rssi: int, extra: str = "") -> str:
@@ -49,13 +50,6 @@ def synthetic_day() -> bytes:
     for i in range(180):
         lines.append(line(4609, 7, earlier + timedelta(seconds=20 * i + 5), 90, ",panel=B7"))
     return ("\n".join(lines) + "\n").encode()
-
-
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    """The default registry location of the commands run here is a fresh directory."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
 
 
 @pytest.fixture
@@ -162,7 +156,7 @@ def test_idle_window_and_forgotten_nodes(day_db) -> None:
 
 
 def test_default_window_ends_now(influx_db) -> None:
-    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     points = [line(1, 1, minute + timedelta(seconds=s), 100) for s in (0, 20, 40)]
     points.append(line(1, 2, minute + timedelta(seconds=10), 100))
     influx_db.write(("\n".join(points) + "\n").encode())

@@ -15,44 +15,28 @@ import orjson
 import pytest
 
 from support.proc import Child, tigo_execd_argv
+from support.taptap_lines import infrastructure_report, power_report
 from tigo_execd.convert import Converter
 from tigo_execd.identity import parse_names
-from tigo_execd.log import log
 from tigo_execd.registry import Registry
 
 DATA = Path(__file__).parent / "data"
 GW_ADDR = "04c05b300002be16"
+pytestmark = pytest.mark.usefixtures("own_state_dir")  # conftest: a fresh default registry place
 
 
-def infra(nodes: dict[str, dict[str, str]], gw: str = "4609") -> bytes:
-    return orjson.dumps({"event_type": "infrastructure_report",
-                         "gateways": {gw: {"address": "04:C0:5B:30:00:02:BE:16"}},
-                         "nodes": {gw: nodes}})
+def infra(nodes: dict[int, dict[str, str]]) -> bytes:
+    """The fork's infrastructure report for gateway 4609 (address GW_ADDR) and its `nodes`."""
+    return infrastructure_report({4609: nodes}, {4609: {"address": "04:C0:5B:30:00:02:BE:16"}})
 
 
-def fork_power(node: int, gw: int = 4609, second: int = 1) -> bytes:
-    return orjson.dumps({"event_type": "power_report", "gateway": gw, "node": node,
-                         "timestamp": f"2025-04-03T19:19:{second:02d}+02:00", "voltage_in": 30.6,
-                         "voltage_out": 30.2, "current": 6.94, "dc_dc_duty_cycle": 1.0,
-                         "temperature": 26.8, "rssi": 132})
+def fork_power(node: int, second: int = 1) -> bytes:
+    """A fork power report from gateway 4609 at 19:19:`second` local time on 2025-04-03."""
+    return power_report(node, timestamp=f"2025-04-03T19:19:{second:02d}+02:00")
 
 
 def tags(line: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in line.split(" ", 1)[0].split(",")[1:])
-
-
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-
-
-@pytest.fixture
-def logged(monkeypatch) -> io.StringIO:
-    stream = io.StringIO()
-    monkeypatch.setattr(log, "stream", stream)
-    monkeypatch.setattr(log, "_seen", {})
-    return stream
 
 
 # --- learning -------------------------------------------------------------------------------
@@ -60,7 +44,7 @@ def logged(monkeypatch) -> io.StringIO:
 def test_fork_infrastructure_report_tags_later_power_reports() -> None:
     conv = Converter()
     assert "barcode" not in conv.convert(fork_power(2))
-    conv.convert(infra({"2": {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"}}))
+    conv.convert(infra({2: {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"}}))
     assert tags(conv.convert(fork_power(2))) == {
         "barcode": "4-A2346FZ", "gateway_addr": GW_ADDR, "gateway_id": "4609",
         "node_addr": "04c05b4000a2346f", "node_id": "2", "src": "tigo"}
@@ -86,18 +70,18 @@ def test_fork_barcode_without_address_gives_the_address() -> None:
                                      "4-A2346FZ\n", "4-A2346FZ,evil=1"])
 def test_bus_barcode_must_be_exact(hostile: object) -> None:
     conv = Converter()
-    conv.convert(infra({"2": {"barcode": hostile}}))
+    conv.convert(infra({2: {"barcode": hostile}}))
     assert "barcode" not in tags(conv.convert(fork_power(2)))
 
 
 def test_reenumeration_moves_the_barcode(logged: io.StringIO) -> None:
     conv = Converter()
-    conv.convert(infra({"2": {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"},
-                        "3": {"address": "04:C0:5B:40:00:A2:34:71", "barcode": "4-A23471V"}}))
+    conv.convert(infra({2: {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"},
+                        3: {"address": "04:C0:5B:40:00:A2:34:71", "barcode": "4-A23471V"}}))
     assert tags(conv.convert(fork_power(2)))["barcode"] == "4-A2346FZ"
     # the CCA re-enumerated: panel 4-A2346FZ is node 5 now, node 2 is panel 4-A23471V
-    conv.convert(infra({"5": {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"},
-                        "2": {"address": "04:C0:5B:40:00:A2:34:71", "barcode": "4-A23471V"}}))
+    conv.convert(infra({5: {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"},
+                        2: {"address": "04:C0:5B:40:00:A2:34:71", "barcode": "4-A23471V"}}))
     assert tags(conv.convert(fork_power(5)))["barcode"] == "4-A2346FZ"
     assert tags(conv.convert(fork_power(2)))["barcode"] == "4-A23471V"
     assert "barcode" not in tags(conv.convert(fork_power(3)))  # its panel is node 2 now
@@ -108,8 +92,8 @@ def test_reenumeration_moves_the_barcode(logged: io.StringIO) -> None:
 
 def test_new_barcode_for_a_node_id_is_logged_and_followed(logged: io.StringIO) -> None:
     conv = Converter()
-    conv.convert(infra({"2": {"barcode": "4-A2346FZ"}}))
-    conv.convert(infra({"2": {"barcode": "4-A23471V"}}))
+    conv.convert(infra({2: {"barcode": "4-A2346FZ"}}))
+    conv.convert(infra({2: {"barcode": "4-A23471V"}}))
     assert tags(conv.convert(fork_power(2)))["node_addr"] == "04c05b4000a23471"
     assert logged.getvalue() == ("W! gateway 4609 node 2: barcode changed from 4-A2346FZ to "
                                  "4-A23471V (the CCA re-enumerated its nodes); tags follow the "
@@ -194,7 +178,7 @@ def stop(child: Child) -> list[str]:
 def test_state_file_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "sub" / "registry.json"
     first = run_ingest("--state-file", str(state))
-    feed(first, infra({"2": {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"}}),
+    feed(first, infra({2: {"address": "04:C0:5B:40:00:A2:34:6F", "barcode": "4-A2346FZ"}}),
          fork_power(2))
     first.wait_for(lambda: state.exists(), 10, "state file written")
     stop(first)
@@ -212,7 +196,7 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
 def test_default_state_file_is_the_state_directory(tmp_path: Path) -> None:
     child = Child(tigo_execd_argv("run", "--jsonl", "-", "--stats-interval", "0"),
                   env={"STATE_DIRECTORY": str(tmp_path)})
-    feed(child, infra({"2": {"barcode": "4-A2346FZ"}}))
+    feed(child, infra({2: {"barcode": "4-A2346FZ"}}))
     stop(child)
     assert "4-A2346FZ" in (tmp_path / "registry.json").read_text()
 
@@ -223,7 +207,7 @@ def test_corrupt_state_file_warns_and_starts_empty(tmp_path: Path, content: byte
     state = tmp_path / "registry.json"
     state.write_bytes(content)
     child = run_ingest("--state-file", str(state))
-    feed(child, fork_power(2), infra({"2": {"barcode": "4-A2346FZ"}}), fork_power(2, second=21))
+    feed(child, fork_power(2), infra({2: {"barcode": "4-A2346FZ"}}), fork_power(2, second=21))
     out = stop(child)
     assert len(out) == 2 and "barcode" not in tags(out[0])
     assert tags(out[1])["barcode"] == "4-A2346FZ"
@@ -236,7 +220,7 @@ def test_unwritable_state_file_is_a_warning(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     child = run_ingest("--state-file", str(blocker / "registry.json"))
-    feed(child, infra({"2": {"barcode": "4-A2346FZ"}}), fork_power(2))
+    feed(child, infra({2: {"barcode": "4-A2346FZ"}}), fork_power(2))
     out = stop(child)
     assert tags(out[0])["barcode"] == "4-A2346FZ"
     assert b"W! cannot save the node registry" in child.err
@@ -248,7 +232,7 @@ def test_names_file_edits_are_picked_up_live(tmp_path: Path) -> None:
     child = run_ingest("--state-file", "", "--names", str(names))
     child.wait_stderr(b"2 nodes named")
     assert b"line 3: 'wrong line' is neither a barcode nor a gateway id (row skipped)" in child.err
-    feed(child, infra({"2": {"barcode": "4-A2346FZ"}}), fork_power(2), fork_power(3))
+    feed(child, infra({2: {"barcode": "4-A2346FZ"}}), fork_power(2), fork_power(3))
     child.wait_for(lambda: child.out.count(b"\n") == 2, 10, "two reports")
     first = [tags(l) for l in child.stdout_lines()]
     assert (first[0]["panel"], first[0]["string"]) == ("east-1", "east")
@@ -259,7 +243,7 @@ def test_names_file_edits_are_picked_up_live(tmp_path: Path) -> None:
     while b"1 nodes named" not in child.err:
         feed(child, fork_power(2, second=sent % 60))
         sent += 1
-        child.wait_for(lambda: child.out.count(b"\n") == sent, 10, f"report {sent}")
+        child.wait_for(lambda n=sent: child.out.count(b"\n") == n, 10, f"report {sent}")
     feed(child, fork_power(2), fork_power(3))
     out = stop(child)
     assert len(out) == sent + 2  # nothing lost while the file was re-read
@@ -318,7 +302,7 @@ def test_unknown_name_rows_are_only_told_after_the_nodes_had_a_cycle_to_report(t
     names.write_text("# barcode or ids\n4-A2346FZ,east-1\n4609,3,east-2\n4609,99,typo\n")
     child = run_ingest("--state-file", "", "--names", str(names))
     child.wait_stderr(b"3 nodes named")
-    feed(child, infra({"2": {"barcode": "4-A2346FZ"}}), fork_power(2), fork_power(3))
+    feed(child, infra({2: {"barcode": "4-A2346FZ"}}), fork_power(2), fork_power(3))
     child.wait_for(lambda: child.out.count(b"\n") == 2, 10, "two reports")
     assert b"have not reported" not in child.err
     feed(child, fork_power(2, second=21))  # a second cycle begins: every node had its turn

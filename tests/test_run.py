@@ -168,7 +168,8 @@ def test_stats_lines_report_the_supervised_taptap(tmp_path):
 def test_huge_and_broken_lines_are_dropped_counted_and_rate_limited(tmp_path):
     good = (DATA / "taptap-upstream.jsonl").read_bytes().splitlines(True)[0]
     path = tmp_path / "bad.jsonl"
-    path.write_bytes(b"{" + b"x" * 300_000 + b"\n" + good + b"{broken\n" * 1000 + b"\xff\xfe\n" + b'{"a":"\xff"}\n' + good)
+    path.write_bytes(b"{" + b"x" * 300_000 + b"\n" + good + b"{broken\n" * 1000 + b"\xff\xfe\n"
+                     + b'{"a":"\xff"}\n' + good)
     child = run("--jsonl", str(path), "--stats-interval", "1")
     assert child.finish() == 0
     lines = child.stdout_lines()

@@ -15,7 +15,7 @@ from support.paths import TESTS
 
 sys.path.insert(0, str(TESTS / "bench"))
 
-import soak  # noqa: E402
+import soak
 
 REPORTS = int(os.environ.get("TIGO_SOAK_REPORTS", "20000"))
 pytestmark = pytest.mark.slow

@@ -11,7 +11,8 @@ from support.paths import DATA
 from support.taptap_lines import infrastructure_report, power_report, stamp
 from support.wait import wait_until, wait_until_async
 
-GW_ADDR, NODE2_ADDR, NODE3_ADDR = "04:C0:5B:30:00:02:BE:16", "04:C0:5B:40:00:A2:34:6F", "04:C0:5B:40:00:A2:34:71"
+GW_ADDR = "04:C0:5B:30:00:02:BE:16"
+NODE2_ADDR, NODE3_ADDR = "04:C0:5B:40:00:A2:34:6F", "04:C0:5B:40:00:A2:34:71"
 
 
 def sample(name: str, number: int) -> bytes:

@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 
 from support import telegraf_harness as th
-from support.proc import FAKE_TAPTAP, Child, pid_alive
+from support.paths import ROOT
+from support.proc import Child, descendants, pid_alive
+from support.service_env import telegraf_env
+from support.wait import wait_until_async
 from tigo_execd.telegraf_config import plugins, unknown_options
 
-ROOT = Path(__file__).resolve().parent.parent
 TELEGRAF = ROOT / "telegraf"
-SAMPLE = ROOT / "tests" / "data" / "taptap-upstream.jsonl"
 TELEGRAF_CONFS = sorted(TELEGRAF.glob("*.conf"))  # Telegraf's only: systemd's files are in systemd/
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -42,36 +43,8 @@ def etc(tmp_path) -> Path:
     return tmp_path
 
 
-def telegraf_env(tigo_execd_bin: Path, influx_url: str, db: str, state: Path,
-                 **extra: str) -> dict[str, str]:
-    """Telegraf's environment under systemd: /etc/default/telegraf's variables, STATE_DIRECTORY
-    from the unit's drop-in (systemd/telegraf.service.d/tigo-execd.conf), plus the fake taptap's knobs."""
-    return {"PATH": os.environ["PATH"], "TIGO_EXECD": str(tigo_execd_bin), "STATE_DIRECTORY": str(state),
-            "TIGO_SOURCE": "cmd:" + " ".join(FAKE_TAPTAP) + " observe --serial /dev/null",
-            "FAKE_TAPTAP_LINES": str(SAMPLE), "FAKE_TAPTAP_THEN": "sleep",
-            "TIGO_CLOCK_CHECK": "off",  # the fake replays 2024 samples; test_clock covers the check
-            "INFLUX_URL": influx_url, "INFLUX_DB": db, **extra}
-
-
 def rows(client, q: str) -> list[dict]:
     return [dict(zip(s["columns"], v)) for s in client.query(q) for v in s["values"]]
-
-
-def descendants(pid: int) -> set[int]:
-    """Every living process below `pid` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 # ---------------------------------------------------------------- static checks
@@ -125,10 +98,8 @@ def test_e2e_fake_taptap_to_influxdb(etc, tigo_execd_bin, influxd, influx_db):
 
     async def scenario():
         await harness.start()
-        deadline = time.monotonic() + 20
-        while harness.outputs[0].written < 10:
-            assert time.monotonic() < deadline, harness.log.records
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: harness.outputs[0].written >= 10, 20,
+                               lambda: f"10 reports written; Telegraf's log: {harness.log.records}")
         await harness.stop()
 
     asyncio.run(scenario())
@@ -206,10 +177,8 @@ def test_health_instance_publishes_retained_flat_json(tmp_path, tigo_execd_bin, 
         await harness.start(gather_loop=False)
         for execd in harness.inputs:
             execd.gather()
-        deadline = time.monotonic() + 20
-        while not any(m.name == "tigo_health" for m in harness.collected):
-            assert time.monotonic() < deadline, harness.log.records
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: any(m.name == "tigo_health" for m in harness.collected), 20,
+                               lambda: f"a tigo_health metric; Telegraf's log: {harness.log.records}")
         await harness.stop()
 
     asyncio.run(once())
@@ -224,8 +193,11 @@ def test_health_instance_publishes_retained_flat_json(tmp_path, tigo_execd_bin, 
     assert health and health[0]["status"] == "OK"  # its history goes to InfluxDB as well
 
 
-@pytest.mark.parametrize("doc", [p for p in [ROOT / "README.md", TELEGRAF / "README.md", *sorted(ROOT.glob("docs/**/*.md"))]
-                                 if "```toml" in p.read_text()], ids=lambda p: str(p.relative_to(ROOT)))
+DOCS = [ROOT / "README.md", TELEGRAF / "README.md", *sorted(ROOT.glob("docs/**/*.md"))]
+
+
+@pytest.mark.parametrize("doc", [p for p in DOCS if "```toml" in p.read_text()],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_toml_shown_in_the_docs_is_accepted_by_telegraf(doc):
     """Every ```toml block a reader may paste: valid TOML, known option names, ${VAR} in strings."""
     known = th.known_options()

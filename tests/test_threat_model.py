@@ -27,13 +27,15 @@ from pathlib import Path
 import pytest
 
 from support import telegraf_harness as th
+from support.bridge_run import BUS, run_bridge, taptap_starts
 from support.paths import DATA, ROOT
-from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
+from support.proc import FAKE_TAPTAP, Child, descendants, tigo_execd_argv
+from support.serial_pty import Pty
+from support.service_env import telegraf_env
 from support.taptap_lines import stamp
 from support.wait import wait_until_async
-from test_bridge import BUS, Pty, run_bridge, taptap_starts
-from test_telegraf_configs import descendants, telegraf_env
-from tigo_execd import cli, identity, log as logmod
+from tigo_execd import cli, identity
+from tigo_execd import log as logmod
 from tigo_execd.convert import parse_timestamp
 from tigo_execd.registry import Registry
 

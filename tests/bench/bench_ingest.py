@@ -25,6 +25,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tigo_execd.barcode import address_to_barcode  # noqa: E402  (the repository's, not an installed one)
+
 FLOOR = "import sys, orjson\nfor line in sys.stdin.buffer:\n    orjson.loads(line)\n"
 
 

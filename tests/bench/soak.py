@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -55,7 +56,7 @@ for _path in (str(ROOT), str(TESTS)):
         sys.path.insert(0, _path)
 
 from support import telegraf_harness as th  # noqa: E402
-from support.proc import FAKE_TAPTAP_SCRIPT
+from support.proc import FAKE_TAPTAP_SCRIPT, children  # noqa: E402
 from tigo_execd.influx import Influx  # noqa: E402
 
 LINK_NAME = "usb-FTDI_FT232R_USB_UART_SOAK0001-if00-port0"
@@ -234,14 +235,7 @@ def process_sample(pid: int) -> tuple[int, int, int]:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    children = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children += 1
-        except (OSError, IndexError, ValueError):
-            continue
-    return rss, fds, children
+    return rss, fds, len(children(pid))
 
 
 class Soak:
@@ -390,10 +384,8 @@ class Soak:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"InfluxDB holds {stored} of {self.result.sent} reports")
             self.moved.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.moved.wait(), 2 * self.output.flush_interval)
-            except TimeoutError:
-                pass
 
     def _count(self) -> int:
         series = self.influx.query("SELECT count(voltage_in_v) FROM tigo_power_report")

@@ -56,8 +56,10 @@ class Report:
         tags = "".join(f",{k}={v}" for k, v in (("barcode", n.barcode), ("gateway_id", n.gateway),
                                                   ("node_id", n.node), ("panel", n.panel)) if v)
         cur = round(self.power_w / self.vin, 4)
-        fields = (f"current_in_a={cur},current_out_a={round(self.power_w / self.vout, 4)},duty_cycle=0.95,"
-                  f"power_w={self.power_w},rssi={self.rssi}i,temperature_c={round(20 + self.power_w / 20, 1)},"
+        cur_out = round(self.power_w / self.vout, 4)
+        temp = round(20 + self.power_w / 20, 1)
+        fields = (f"current_in_a={cur},current_out_a={cur_out},duty_cycle=0.95,"
+                  f"power_w={self.power_w},rssi={self.rssi}i,temperature_c={temp},"
                   f"voltage_in_v={self.vin},voltage_out_v={self.vout}")
         return f"{measurement}{tags},src=tigo {fields} {self.ms * MS}"
 
@@ -70,7 +72,8 @@ def reports() -> list[Report]:
         for day in (DAY0, DAY0 + 86400000):
             t = day + SUNRISE + phase
             while t < min(day + SUNSET, NOW):
-                if not (n.key == SKIPPER and ((t - day) // MIN) % 7 == 3) and not (n.key == SILENT and t >= SILENT_FROM):
+                skipped = n.key == SKIPPER and ((t - day) // MIN) % 7 == 3
+                if not skipped and not (n.key == SILENT and t >= SILENT_FROM):
                     x = (t - day - SUNRISE) / (SUNSET - SUNRISE)
                     p = round(n.peak_w * math.sin(math.pi * x) ** 1.5 * rnd.uniform(0.97, 1.03), 2)
                     vin = round(28 + 6 * math.sin(math.pi * x), 2)
@@ -91,9 +94,10 @@ def ingest_lines(rs: list[Report]) -> list[str]:
         since = restart if t >= restart else DAY0
         before = bisect.bisect_right(times, restart) if t >= restart else 0
         up_s = (t - since) // 1000
-        out.append(f"tigo_ingest,host=pi,source=serial lines_read={i - before + up_s // 600}i,reports={i - before}i,"
-                   f"lines_skipped={up_s // 600}i,lines_invalid=0i,taptap_starts=1i,taptap_running=1i,"
-                   f"nodes_seen={len(NODES)}i,bus_bytes={up_s * 1200}i,source_connected=1i {t * MS}")
+        out.append(f"tigo_ingest,host=pi,source=serial lines_read={i - before + up_s // 600}i,"
+                   f"reports={i - before}i,lines_skipped={up_s // 600}i,lines_invalid=0i,"
+                   f"taptap_starts=1i,taptap_running=1i,nodes_seen={len(NODES)}i,"
+                   f"bus_bytes={up_s * 1200}i,source_connected=1i {t * MS}")
     return out
 
 
@@ -104,8 +108,9 @@ def health_lines() -> list[str]:
         code, status, reason = ((0, "OK", "healthy") if SUNRISE <= tod < SUNSET else (0, "OK", "night"))
         if t >= SILENT_FROM + 10 * MIN and SUNRISE <= tod < SUNSET:
             code, status, reason = 1, "WARN", "nodes_silent"
-        out.append(f'tigo_health code={code}i,status="{status}",reason="{reason}",message="{status} {reason}",'
-                   f"lag_min=0.5,nodes_expected={len(NODES)}i,nodes_reporting={len(NODES) - (code > 0)}i {t * MS}")
+        out.append(f'tigo_health code={code}i,status="{status}",reason="{reason}",'
+                   f'message="{status} {reason}",lag_min=0.5,nodes_expected={len(NODES)}i,'
+                   f"nodes_reporting={len(NODES) - (code > 0)}i {t * MS}")
     return out
 
 

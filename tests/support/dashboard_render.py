@@ -6,15 +6,15 @@ Grafana screenshot: Grafana is not part of the test setup.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
 
 Series = list[dict[str, Any]]
 
@@ -27,9 +27,9 @@ def _xy(series: dict[str, Any], column: int = 1) -> tuple[list[datetime], list[f
     xs, ys, prev = [], [], None
     for v in series["values"]:
         if prev is not None and v[0] - prev > GAP_MS:
-            xs.append(datetime.fromtimestamp((prev + 1) / 1000, timezone.utc))
+            xs.append(datetime.fromtimestamp((prev + 1) / 1000, UTC))
             ys.append(float("nan"))
-        xs.append(datetime.fromtimestamp(v[0] / 1000, timezone.utc))
+        xs.append(datetime.fromtimestamp(v[0] / 1000, UTC))
         ys.append(float("nan") if v[column] is None else v[column])
         prev = v[0]
     return xs, ys
@@ -43,8 +43,8 @@ def _label(series: dict[str, Any]) -> str:
 def _axis(ax, title: str, unit: str) -> None:
     ax.set_title(title, fontsize=10, loc="left")
     ax.set_ylabel(unit)
-    ax.xaxis.set_major_locator(mdates.HourLocator(byhour=range(0, 24, 6), tz=timezone.utc))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d. %H:%M", tz=timezone.utc))
+    ax.xaxis.set_major_locator(mdates.HourLocator(byhour=range(0, 24, 6), tz=UTC))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d. %H:%M", tz=UTC))
     ax.grid(alpha=0.3)
 
 

@@ -32,7 +32,7 @@ import time
 
 
 def log(level: str, target: str, msg: str) -> None:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sys.stderr.write(f"[{now} {level:<5} {target}] {msg}\n")
     sys.stderr.flush()
 
@@ -116,7 +116,8 @@ def main() -> None:
         while True:
             time.sleep(3600)
     if then == "panic":
-        sys.stderr.write("thread 'main' panicked at src/observer.rs:42:5:\nattempt to subtract with overflow\n"
+        sys.stderr.write("thread 'main' panicked at src/observer.rs:42:5:\n"
+                         "attempt to subtract with overflow\n"
                          "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n")
         sys.exit(101)
     buf = b""

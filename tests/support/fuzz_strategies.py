@@ -192,9 +192,8 @@ def hostile_timestamps(draw: st.DrawFn) -> object:
     if kind >= 3:
         return draw(stamps(rarely(plausible_ns, any_ns, 2))).text
     if kind == 1:  # right shape, fields anywhere (month 13, hour 24, offset +25:61, year 0 ...)
-        parts = [draw(st.integers(0, 9999)), draw(st.integers(0, 13)), draw(st.integers(0, 32)),
-                 draw(st.integers(0, 25)), draw(st.integers(0, 61)), draw(st.integers(0, 61))]
-        text = "%04d-%02d-%02dT%02d:%02d:%02d" % tuple(parts)
+        y, mo, d, h, mi, s = (draw(st.integers(0, top)) for top in (9999, 13, 32, 25, 61, 61))
+        text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}"
         text += draw(st.sampled_from(["", "."])) + draw(st.text("0123456789", max_size=12))
         return text + draw(st.one_of(st.sampled_from(["Z", "z", "", "+00:00", "-00:00", "+0530",
                                                       "+25:00", "-12:61", "+05", " Z", "Z "]),

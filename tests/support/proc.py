@@ -91,3 +91,31 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    """Each process's children, zombies included, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    return children
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, zombies included: an unreaped child is one too."""
+    return _children_by_parent().get(pid, [])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, zombies included."""
+    by_parent = _children_by_parent()
+    found, todo = set(), [pid]
+    while todo:
+        for child in by_parent.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found

@@ -45,9 +45,9 @@ class Server:
         self.port = free_port()
 
     def _spawn(self, argv: list[str]) -> None:
-        self.log = open(self.dir / "server.log", "wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        with open(self.dir / "server.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
 
     def _wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
         """Wait until `ready()`; a server that exits meanwhile fails at once, with its log."""
@@ -71,7 +71,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):

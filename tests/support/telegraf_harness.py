@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import fnmatch
 import json
 import math
@@ -66,10 +67,11 @@ import socket
 import sys
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, ClassVar
 
 if __name__ == "__main__":  # run as a script: tests/ (support) and the checkout (tigo_execd)
     sys.path[:0] = [str(Path(__file__).resolve().parents[i]) for i in (1, 2)]
@@ -447,8 +449,9 @@ class Execd:
     """One [[inputs.execd]]: spawn, feed, read, restart and stop the program as Telegraf does."""
 
     name = "inputs.execd"
-    SIGNALS = {"none": None, "STDIN": "STDIN", "SIGHUP": signal.SIGHUP,
-               "SIGUSR1": signal.SIGUSR1, "SIGUSR2": signal.SIGUSR2}
+    SIGNALS: ClassVar[dict[str, str | signal.Signals | None]] = {
+        "none": None, "STDIN": "STDIN", "SIGHUP": signal.SIGHUP, "SIGUSR1": signal.SIGUSR1,
+        "SIGUSR2": signal.SIGUSR2}
 
     def __init__(self, plugin: Plugin, config: Config, log: Log,
                  emit: Callable[[Metric], None], stop_grace: float = STOP_GRACE) -> None:
@@ -619,10 +622,8 @@ class Execd:
                     await asyncio.wait_for(asyncio.shield(proc.wait()), self.stop_grace)
                     break
                 except TimeoutError:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         action()
-                    except ProcessLookupError:
-                        pass
         await asyncio.gather(*self._tasks)
 
 
@@ -845,10 +846,8 @@ class Harness:
         await self.start(use_outputs=use_outputs, gather_loop=False)
         for execd in self.inputs:
             execd.gather()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), wait)
-        except TimeoutError:
-            pass
         await self.stop()
         return self.collected
 

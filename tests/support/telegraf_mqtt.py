@@ -1,11 +1,12 @@
 """Telegraf's `outputs.mqtt` with `data_format = "json"`, emulated for tests (Telegraf cannot be installed).
 
 Follows Telegraf's plugins/serializers/json and plugins/outputs/mqtt
-(https://github.com/influxdata/telegraf): one compact JSON object per metric (`fields`, `name`, `tags`, `timestamp`),
-written by Go's encoding/json (keys sorted, `<>&` as \\u003c-style escapes, 230.0 printed as `230`,
-NaN/Inf fields left out), the timestamp divided by `json_timestamp_units` (default 1s, rounded down
-to a power of ten like Telegraf does), `json_transformation` applied with a real JSONata
-(jsonata-python), a trailing newline, and the topic rendered from the `topic` template.
+(https://github.com/influxdata/telegraf): one compact JSON object per metric (`fields`, `name`,
+`tags`, `timestamp`), written by Go's encoding/json (keys sorted, `<>&` as \\u003c-style escapes,
+230.0 printed as `230`, NaN/Inf fields left out), the timestamp divided by `json_timestamp_units`
+(default 1s, rounded down to a power of ten like Telegraf does), `json_transformation` applied with
+a real JSONata (jsonata-python), a trailing newline, and the topic rendered from the `topic`
+template.
 Layout `non-batch` only (Telegraf's default): one message per metric.
 
 Simplifications, said plainly: `json_timestamp_format` is not supported (raises); the topic template
@@ -29,8 +30,9 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jsonata
 
