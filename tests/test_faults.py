@@ -28,7 +28,8 @@ LOCATED = ["--latitude", str(site.LATITUDE), "--longitude", str(site.LONGITUDE)]
 _dbs = iter(range(1_000_000))
 
 
-def faults(url: str, db: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def faults(url: str, db: str, *args: str,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(tigo_execd_argv("faults", "--influx-url", url, "--db", db, "--now", NOW, *args),
                           capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
 

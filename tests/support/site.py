@@ -59,7 +59,8 @@ class Site:
     period_s: int = 60
     faults: dict[tuple[int, int], Fault] = field(default_factory=dict)
     stop: dict[int, float] = field(default_factory=dict)        # gateway -> time (s) its reports end
-    renumber: dict[tuple[int, int], tuple[int, int, float]] = field(default_factory=dict)  # key -> new key, from
+    # (gateway, node) -> (new gateway, new node, from time s): the CCA re-enumerates
+    renumber: dict[tuple[int, int], tuple[int, int, float]] = field(default_factory=dict)
     seed: int = 7
 
     @property
