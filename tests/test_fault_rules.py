@@ -114,6 +114,11 @@ def test_no_power_edge(slots, hit):
     assert found(change) == ({(3, "no_power")} if hit else set())
 
 
+def test_no_power_until_dusk_is_found():
+    change: Change = lambda k, d, s: {"p": 0.0} if k == 1 and d == 2 and s >= 96 else {}  # 16:00 on  # noqa: E731
+    assert found(change) == {(3, "no_power")}
+
+
 @pytest.mark.parametrize("share, hit", [(0.68, True), (0.72, False)])
 def test_comms_edge(share, hit):
     assert found(on(1, n=30 * share)) == ({(3, "comms")} if hit else set())

@@ -230,7 +230,8 @@ class _Judge:
                     d = self.days[m.key][day]
                     d.hottest = max(d.hottest, v["tmax"][i])
             if not light[i] or len(present) <= th.min_peers:
-                runs.clear()
+                for key in list(runs):
+                    self._end_run(key, runs.pop(key))
                 continue
             cols = {f: sorted(m.values[f][i] for m in present if _num(m.values[f][i]))
                     for f in ("p", "vin", "cur", "t")}
