@@ -183,6 +183,17 @@ def test_nodes_renumbered_mid_window_are_no_fault(influxd):
     assert (proc.returncode, findings(proc)) == (0, [])
 
 
+def test_a_clock_jump_is_no_fault(influxd):
+    """The host running taptap jumps back 8 hours for 3 hours of day 3: noon's reports are stamped
+    03:00-06:00 and replace that dawn's (same series, same times); the site is clean and stays so."""
+    db = new_db(influxd)
+    noon = site.DAY0 + 2 * 86400 + 11 * 3600
+    site.standard(clock_jump=(noon, noon + 3 * 3600, -8 * 3600)).write(db)
+    for args in ([], LOCATED):
+        proc = faults(influxd.url, db.db, "--format", "json", *args)
+        assert (proc.returncode, findings(proc)) == (0, []), args
+
+
 def test_influxdb_down_exits_2_with_the_reason():
     url = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.run(tigo_execd_argv("faults", "--influx-url", url), capture_output=True, text=True,

@@ -61,6 +61,7 @@ class Site:
     stop: dict[int, float] = field(default_factory=dict)        # gateway -> time (s) its reports end
     # (gateway, node) -> (new gateway, new node, from time s): the CCA re-enumerates
     renumber: dict[tuple[int, int], tuple[int, int, float]] = field(default_factory=dict)
+    clock_jump: tuple[float, float, float] | None = None  # reports in [from, to) s stamped + shift s
     seed: int = 7
 
     @property
@@ -125,6 +126,8 @@ class Site:
                   f"duty_cycle=1,temperature_c={round(temp, 1)},rssi={rnd.randint(110, 150)}i")
         if vout:
             fields += f",current_out_a={round(power / vout, 4)}"
+        if self.clock_jump and self.clock_jump[0] <= t < self.clock_jump[1]:
+            t += int(self.clock_jump[2])
         return (f"tigo_power_report,barcode={p.barcode},gateway_id={gw},node_id={node},src=tigo "
                 f"{fields} {t * 1_000_000_000}")
 
