@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -97,8 +98,8 @@ class Day:
     below: int = 0           # judged slots with power ratio < under_ratio
     diode: int = 0           # judged slots with the bypass diode signature
     first_diode: int | None = None
-    vin_ratios: list[float] = field(default_factory=list)
-    temp_deltas: list[float] = field(default_factory=list)
+    vin_ratios: array[float] = field(default_factory=lambda: array("f"))  # 4 bytes each: 30 days
+    temp_deltas: array[float] = field(default_factory=lambda: array("f"))  # of 100 panels stay small
     deficit_wh: dict[int, float] = field(default_factory=dict)  # slot of day -> Wh under peers
     light_slots: set[int] = field(default_factory=set)          # slots of day judged
     reports: float = 0.0     # in daylight slots within its presence

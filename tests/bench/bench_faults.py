@@ -30,7 +30,10 @@ TARGET_RSS_MB = 100
 
 
 def run(url: str, db: str, days: int) -> tuple[float, float, int]:
-    """(seconds, peak RSS MB, exit code) of one `faults` run over the whole generated window."""
+    """(seconds, peak RSS MB, exit code) of one `faults` run over the whole generated window.
+
+    The peak is the child's own VmHWM, read while it runs: getrusage's ru_maxrss of a child
+    starts from this (much larger) process's RSS at fork and survives exec."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(site.DAY0 + days * 86400))
     argv = [sys.executable, "-m", "tigo_execd", "faults", "--influx-url", url, "--db", db,
             "--days", str(days), "--now", now, "--latitude", str(site.LATITUDE),
@@ -38,14 +41,24 @@ def run(url: str, db: str, days: int) -> tuple[float, float, int]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    peak_kb = 0
+    while proc.poll() is None:
+        peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - t0
     assert proc.stderr is not None
     err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if err.strip():
         print(err.decode(errors="replace").strip(), file=sys.stderr)
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+    return elapsed, peak_kb / 1024, proc.returncode
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 def main() -> None:
