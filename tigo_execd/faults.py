@@ -26,6 +26,7 @@ from tigo_execd.identity import Names, parse_names
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
 from tigo_execd.panel_stats import SLOT_S, make_window, read
+from tigo_execd.sun import check_location, elevations
 
 MAX_DAYS = 90        # 90 days of 100 panels stay under 40 MB of slot aggregates
 COLUMNS = [f.name for f in fields(PanelFault)]
@@ -44,23 +45,13 @@ class FaultSettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
-def sun_elevations(latitude: float, longitude: float, start_s: int, slots: int) -> list[float]:
-    """The sun's elevation (degrees, astral) in the middle of every slot."""
-    from astral import Observer
-    from astral.sun import elevation
-
-    where = Observer(latitude, longitude)
-    return [float(elevation(where, datetime.fromtimestamp(start_s + (i + 0.5) * SLOT_S, UTC)))
-            for i in range(slots)]
-
-
 def analyse(s: FaultSettings, now_s: int) -> Analysis:
     """Read the window ending at `now_s` and judge it; raises InfluxError when it cannot be read."""
     window = make_window(now_s, s.days, s.longitude)
     panels = read(s.influx, influx.target(s.rp, s.measurement), window, s.names)
     sun = None
     if s.latitude is not None and s.longitude is not None:
-        sun = sun_elevations(s.latitude, s.longitude, window.start_s, window.slots)
+        sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
     return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
 
 
@@ -183,10 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def settings_from(args: argparse.Namespace) -> FaultSettings:
     """Raises ValueError for settings that do not go together or a names file that cannot be read."""
-    if (args.latitude is None) != (args.longitude is None):
-        raise ValueError("--latitude and --longitude go together")
-    if args.latitude is not None and not (-90 <= args.latitude <= 90 and -180 <= args.longitude <= 180):
-        raise ValueError("--latitude must be within -90..90 and --longitude within -180..180")
+    check_location(args.latitude, args.longitude)
     if args.timeout <= 0:
         raise ValueError("--timeout must be a positive number of seconds")
     names: Names = {}
