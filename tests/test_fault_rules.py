@@ -50,7 +50,7 @@ def site(change: Change | None = None, count: int = 8, days: int = DAYS) -> list
             cur = 9 * sun * strength * c.get("cur", 1.0) * c.get("p", 1.0)
             t = 20 + 25 * sun + c.get("t", 0.0)
             for name, value in (("n", c.get("n", 30)), ("vin", vin), ("cur", cur), ("p", vin * cur),
-                                ("t", t), ("tmax", c.get("tmax", t + 1))):
+                                ("t", t), ("tmax", c.get("tmax", t + 1)), ("rssi", 130 + c.get("rssi", 0))):
                 values[name][i] = value
         panels.append(Panel(4609, k + 2, f"4-A{k:05d}X", values=values))
     return panels
@@ -122,6 +122,20 @@ def test_no_power_until_dusk_is_found():
 @pytest.mark.parametrize("share, hit", [(0.68, True), (0.72, False)])
 def test_comms_edge(share, hit):
     assert found(on(1, n=30 * share)) == ({(3, "comms")} if hit else set())
+
+
+@pytest.mark.parametrize("drop, hit", [(29, False), (31, True)])
+def test_comms_rssi_below_its_own_baseline_edge(drop, hit):
+    change: Change = lambda k, d, s: {"rssi": -drop} if k == 1 and d >= 2 else {}  # noqa: E731
+    result = analyse_panels(window(), site(change))
+    assert [(f.node_id, f.kind) for f in result.findings] == ([(3, "comms")] if hit else [])
+    if hit:
+        assert "rssi fell 31 below its own level" in result.findings[0].message
+        assert result.findings[0].since.startswith("2026-06-17")
+
+
+def test_rssi_of_the_whole_gateway_falling_is_no_panel_fault():
+    assert found(lambda k, d, s: {"rssi": -60} if d >= 2 else {}) == set()
 
 
 @pytest.mark.parametrize("slots, hit", [(1, False), (2, True), (6, True)])

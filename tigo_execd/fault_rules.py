@@ -56,7 +56,10 @@ class Thresholds:
     hot_max_c: float = 70.0             # or above this (the TS4-A-O's rating) in any slot mean
     no_power_w: float = 1.0             # no_power: below this while peers produce ...
     no_power_min: float = 60.0          # ... for this many minutes in a row, reports still coming
-    comms_ratio: float = 0.7            # comms: daylight reports / peers' below this over a day
+    comms_ratio: float = 0.7            # comms: daylight reports / peers' below this over a day,
+    rssi_drop: float = 30.0             # or its daylight rssi (raw 0-255) this far below its own
+    rssi_days: int = 2                  # baseline (beyond its peers' change) on this many days;
+    rssi_baseline_days: int = 2         # baseline: its first days in the window
 
     @classmethod
     def names(cls) -> list[str]:
@@ -105,6 +108,8 @@ class Day:
     reports: float = 0.0     # in daylight slots within its presence
     peer_reports: float = 0.0
     hottest: float = -math.inf
+    rssi_sum: float = 0.0    # slot means of rssi in daylight
+    rssi_slots: int = 0
 
     @property
     def ratio(self) -> float | None:
@@ -180,6 +185,7 @@ class _Judge:
         self.judged: set[tuple[int, int]] = set()
         self.sunny: dict[tuple[str, str], set[int]] = {}
         self.light: dict[tuple[str, str], list[bool]] = {}
+        self.members: dict[tuple[str, str], list[Panel]] = {}
         self.findings: list[PanelFault] = []
         self.notes: list[str] = []
         self.kind_days: dict[tuple[int, int], dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -201,6 +207,7 @@ class _Judge:
         light = [_num(x) and peak > 0 and x >= th.light_share * peak and self.daylight(i)
                  for i, x in enumerate(medians)]
         self.light[name] = light
+        self.members[name] = members
         day_wh: dict[int, float] = defaultdict(float)
         for i, x in enumerate(medians):
             if _num(x):
@@ -227,9 +234,12 @@ class _Judge:
                 v = m.values
                 if _num(v["p"][i]):
                     self.days[m.key][day].energy_wh += v["p"][i] * SLOT_H
+                d = self.days[m.key][day]
                 if _num(v["tmax"][i]):
-                    d = self.days[m.key][day]
                     d.hottest = max(d.hottest, v["tmax"][i])
+                if _num(v["rssi"][i]) and self.daylight(i):
+                    d.rssi_sum += v["rssi"][i]
+                    d.rssi_slots += 1
             if not light[i] or len(present) <= th.min_peers:
                 for key in list(runs):
                     self._end_run(key, runs.pop(key))
@@ -433,14 +443,48 @@ class _Judge:
         weak = [d for d, x in sorted(days.items()) if d not in down and x.peer_reports > 0
                 and x.peer_reports >= th.min_day_slots * SLOT_S / REPORT_PERIOD_S
                 and x.reports < th.comms_ratio * x.peer_reports]
-        if not weak:
+        faded, drop = self.rssi_drops(m)
+        faded = [d for d in faded if d not in down]
+        if len(faded) < th.rssi_days:
+            faded = []
+        if not weak and not faded:
             return
-        share = statistics.median(days[d].reports / days[d].peer_reports for d in weak)
-        self.add(m, "comms", WARN, self.since(m, weak[0]), 0.0, weak,
-                 f"reports {share:.0%}, {len(weak)} days",
-                 f"it delivered {share:.0%} of its peers' reports in daylight on {len(weak)} days: "
-                 f"a weak radio link or a failing optimizer; check its distance and line of sight to "
-                 f"the TAP and for metal between them.")
+        said, short = [], []
+        if weak:
+            share = statistics.median(days[d].reports / days[d].peer_reports for d in weak)
+            said.append(f"it delivered {share:.0%} of its peers' reports in daylight on {len(weak)} days")
+            short.append(f"reports {share:.0%}, {len(weak)} days")
+        if faded:
+            said.append(f"its rssi fell {drop:.0f} below its own level of the first days (beyond its "
+                        f"peers' change) on {len(faded)} days")
+            short.append(f"rssi -{drop:.0f}")
+        first = min(weak[:1] + faded[:1])
+        self.add(m, "comms", WARN, self.since(m, first), 0.0, sorted(set(weak) | set(faded)),
+                 "; ".join(short), f"{' and '.join(said)}: a weak radio link or a failing optimizer; "
+                 f"check its distance and line of sight to the TAP and for metal between them.")
+
+    def rssi_drops(self, m: Panel) -> tuple[list[int], float]:
+        """Days its daylight rssi, taken relative to its peers' median (so a change of the whole
+        gateway cancels), lies `rssi_drop` below that of its first days; and the median drop."""
+        th = self.th
+
+        def level(key: tuple[int, int], day: int) -> float | None:
+            x = self.days[key].get(day)
+            return x.rssi_sum / x.rssi_slots if x and x.rssi_slots >= th.min_day_slots else None
+
+        peers = [p.key for p in self.members.get(group_of(m), []) if p.key != m.key]
+        offsets: dict[int, float] = {}
+        for day in sorted(self.days[m.key]):
+            own = level(m.key, day)
+            others = [v for v in (level(k, day) for k in peers) if v is not None]
+            if own is not None and len(others) >= th.min_peers:
+                offsets[day] = own - statistics.median(others)
+        ordered = sorted(offsets)
+        if len(ordered) <= th.rssi_baseline_days:
+            return [], 0.0
+        base = statistics.median(offsets[d] for d in ordered[:th.rssi_baseline_days])
+        low = [d for d in ordered[th.rssi_baseline_days:] if base - offsets[d] >= th.rssi_drop]
+        return low, statistics.median(base - offsets[d] for d in low) if low else 0.0
 
     def since(self, m: Panel, day: int) -> int:
         """When a condition seen on `day` was first seen: the panel's first slot counted that day."""

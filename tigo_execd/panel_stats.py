@@ -28,6 +28,7 @@ AGGREGATES = {
     "p": 'mean("power_w")',
     "t": 'mean("temperature_c")',
     "tmax": 'max("temperature_c")',
+    "rssi": 'mean("rssi")',
 }
 NAME_TAGS = ("barcode", "panel", "string")
 
