@@ -144,6 +144,19 @@ def test_a_threshold_moves_with_its_option(influxd, faulty):
     assert "bypass_diode" in {f["kind"] for f in found}
 
 
+def test_shade_alone_is_info_and_exits_0(influxd):
+    db = new_db(influxd)
+    shaded = site.Site(site.panels({4609: {"east": 6}}), days=4, weather=("sunny",),
+                       faults={(4609, 4): site.Fault("shaded", 0.3, hours=(15.0, 16.5))})
+    shaded.write(db)
+    proc = faults(influxd.url, db.db)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert "0 warn, 1 info" in lines[0]
+    assert lines[2].split()[:4] == ["info", "4-090004Z", "4609/4", "shaded"]
+    assert lines[2].endswith("15:00-16:30 UTC")
+
+
 def test_no_data_is_said_and_is_no_fault(influxd):
     db = new_db(influxd)
     proc = faults(influxd.url, db.db)
@@ -225,6 +238,9 @@ def test_refused_credentials_exit_2_with_what_to_set(influxd_auth):
     (["--now", "yesterday"], "is not RFC 3339"),
     (["--threshold", "bogus=1"], "'bogus' is not a threshold"),
     (["--threshold", "under_ratio=much"], "want NAME=NUMBER"),
+    (["--threshold", "min_peers=0"], "min_peers is a count, a whole number of 1 or more"),
+    (["--threshold", "hot_days=2.5"], "hot_days is a count"),
+    (["--threshold", "under_ratio=-1"], "a threshold is a number of 0 or more"),
     (["--names", "/nonexistent/names.csv"], "cannot read names file /nonexistent/names.csv"),
 ])
 def test_bad_options_exit_64(args, said):

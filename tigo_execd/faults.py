@@ -144,6 +144,8 @@ def _threshold(text: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: want NAME=NUMBER") from None
+    if isinstance(getattr(Thresholds(), name), int) and not (number >= 1 and number.is_integer()):
+        raise argparse.ArgumentTypeError(f"{text!r}: {name} is a count, a whole number of 1 or more")
     if not number >= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a threshold is a number of 0 or more")
     return name, number
@@ -165,7 +167,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--longitude", type=_degrees, help="site longitude, east positive (empty = unknown)")
     p.add_argument("--names", type=Path, metavar="FILE",
                    help="names file (barcode,panel,string rows): panel names, and peers by string")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table for people (80 columns), json or csv for scripts (default: table)")
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
                    help="change one threshold of the rules (repeatable; see docs/reference/faults.md)")
     add_log_level(p)
