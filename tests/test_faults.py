@@ -21,6 +21,8 @@ import pytest
 from support import site
 from support.proc import tigo_execd_argv
 from support.servers import InfluxServer, free_port
+from tigo_execd.fault_rules import panel_days
+from tigo_execd.faults import FaultSettings, analyse, warn_faults
 from tigo_execd.influx import Influx
 
 NOW = "2026-06-22T00:00:00Z"  # the end of the generated week
@@ -155,6 +157,21 @@ def test_shade_alone_is_info_and_exits_0(influxd):
     assert "0 warn, 1 info" in lines[0]
     assert lines[2].split()[:4] == ["info", "4-090004Z", "4609/4", "shaded"]
     assert lines[2].endswith("15:00-16:30 UTC")
+
+
+def test_the_api_for_the_watchdog_and_the_daily_metric(faulty):
+    """warn_faults() is what the watchdog will call; panel_days() what tigo_panel_day will carry."""
+    settings = FaultSettings(faulty, latitude=site.LATITUDE, longitude=site.LONGITUDE)
+    now = site.DAY0 + 7 * 86400
+    warns = warn_faults(settings, now)
+    assert {(f.gateway_id, f.node_id, f.kind) for f in warns} == {
+        (*key, fault.kind) for key, fault in site.INJECTED.items() if fault.kind != "shaded"}
+    days = [d for d in panel_days(analyse(settings, now)) if d.tags["node_id"] == "5"
+            and d.tags["gateway_id"] == "4609"]
+    assert len(days) == 7  # solar days from 23:20 UTC; the last 40 min of the window are night
+    sunny = [d for d in days if "underperforming" in str(d.fields["kinds"])]
+    assert len(sunny) == 5 and all(0.65 < float(d.fields["energy_ratio"]) < 0.75 for d in sunny)
+    assert days[0].tags["barcode"] == "4-090005Z"
 
 
 def test_no_data_is_said_and_is_no_fault(influxd):

@@ -263,6 +263,8 @@ class _Judge:
         peer = {f: median_without(cols[f], v[f][i]) if _num(v[f][i]) and len(cols[f]) > th.min_peers
                 else math.nan for f in cols}
         peer_p = peer["p"]
+        if not peer_p > 0:  # NaN too: fewer peers with a power value than needed
+            return
         d = self.days[m.key][day]
         d.start = i if d.start is None else d.start
         d.judged += 1
