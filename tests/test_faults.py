@@ -1,0 +1,268 @@
+"""`tigo-execd faults` against a real InfluxDB holding a generated week (tests/support/site.py).
+
+The standard site: gateway 4609 with strings east and west, gateway 4610 with south, 8 panels
+each, every third a TS4-A-S (voltage_out 0); a week of sunny days, passing clouds, an overcast
+day and a snow day where the whole array drops. The faulty copy has one panel per kind
+(site.INJECTED); the clean copy has none. Each must be found with its kind and severity, and
+nothing else, with and without the site's location and names file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from support import site
+from support.proc import tigo_execd_argv
+from support.servers import InfluxServer, free_port
+from tigo_execd.fault_rules import panel_days
+from tigo_execd.faults import FaultSettings, analyse, warn_faults
+from tigo_execd.influx import Influx
+
+NOW = "2026-06-22T00:00:00Z"  # the end of the generated week
+LOCATED = ["--latitude", str(site.LATITUDE), "--longitude", str(site.LONGITUDE)]
+_dbs = iter(range(1_000_000))
+
+
+def faults(url: str, db: str, *args: str,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(tigo_execd_argv("faults", "--influx-url", url, "--db", db, "--now", NOW, *args),
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def findings(proc: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    assert "Traceback" not in proc.stderr
+    return orjson.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def kinds(found: list[dict[str, object]]) -> dict[tuple[object, object], set[tuple[object, object]]]:
+    out: dict[tuple[object, object], set[tuple[object, object]]] = {}
+    for f in found:
+        out.setdefault((f["gateway_id"], f["node_id"]), set()).add((f["kind"], f["severity"]))
+    return out
+
+
+def new_db(server: InfluxServer) -> Influx:
+    name = f"faults{os.getpid()}_{next(_dbs)}"
+    server.raw_query(f'CREATE DATABASE "{name}"')
+    return server.client(name)
+
+
+@pytest.fixture(scope="module")
+def faulty(influxd: InfluxServer) -> Iterator[Influx]:
+    db = new_db(influxd)
+    site.standard(site.INJECTED).write(db)
+    yield db
+    influxd.raw_query(f'DROP DATABASE "{db.db}"')
+
+
+@pytest.fixture(scope="module")
+def clean(influxd: InfluxServer) -> Iterator[Influx]:
+    db = new_db(influxd)
+    site.standard().write(db)
+    yield db
+    influxd.raw_query(f'DROP DATABASE "{db.db}"')
+
+
+@pytest.fixture
+def names(tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text(site.standard().names_csv())
+    return path
+
+
+EXPECTED = {key: {(f.kind, site.SEVERITY.get(f.kind, "warn"))} for key, f in site.INJECTED.items()}
+
+
+@pytest.mark.parametrize("located", [True, False], ids=["sun", "no-location"])
+@pytest.mark.parametrize("named", [True, False], ids=["strings", "gateways"])
+def test_every_injected_condition_is_found_and_nothing_else(influxd, faulty, names, located, named):
+    args = ["--format", "json", *(LOCATED if located else []), *(["--names", str(names)] if named else [])]
+    proc = faults(influxd.url, faulty.db, *args)
+    found = findings(proc)
+    assert kinds(found) == EXPECTED, proc.stdout
+    assert proc.returncode == 1
+    for f in found:
+        assert set(f) >= {"gateway_id", "node_id", "barcode", "panel", "kind", "severity", "since",
+                          "energy_lost_kwh_per_day", "message"}
+        assert isinstance(f["gateway_id"], int) and isinstance(f["node_id"], int)
+        assert f["barcode"] == f"4-{f['gateway_id'] % 100:02d}{f['node_id']:04X}Z"
+        assert (f["panel"] is not None) == named
+        assert f["since"].endswith("Z") and "2026-06-15" <= f["since"] < "2026-06-22"
+        assert str(f["message"]).count(". ") == 0 and str(f["message"]).endswith(".")
+
+
+def test_findings_carry_the_evidence_in_numbers(influxd, faulty, names):
+    found = {f["kind"]: f for f in findings(faults(influxd.url, faulty.db, "--format", "json",
+                                                   "--names", str(names), *LOCATED))}
+    assert "voltage_in is 66% of its peers'" in found["bypass_diode"]["message"]
+    assert found["bypass_diode"]["since"].startswith("2026-06-16")  # injected from the 2nd day
+    assert found["bypass_diode"]["panel"] == "E2"
+    assert "70% of its peers' energy" in found["underperforming"]["message"]
+    assert 0.6 < found["underperforming"]["energy_lost_kwh_per_day"] < 1.1
+    assert "05:46-07:46 solar time" in found["shaded"]["message"]  # 05:00-07:00 UTC at 11.58 E
+    assert found["no_power"]["since"] == "2026-06-19T10:00:00Z"
+    assert "150 min" in found["no_power"]["message"]
+    assert "hotter than its peers'" in found["hot"]["message"]
+    assert "49% of its peers' reports" in found["comms"]["message"]
+
+
+@pytest.mark.parametrize("located", [True, False], ids=["sun", "no-location"])
+def test_clean_site_with_clouds_overcast_and_snow_has_no_finding(influxd, clean, names, located):
+    proc = faults(influxd.url, clean.db, "--format", "json", "--names", str(names),
+                  *(LOCATED if located else []))
+    assert (proc.returncode, findings(proc)) == (0, [])
+    proc = faults(influxd.url, clean.db, "--format", "json")
+    assert (proc.returncode, findings(proc)) == (0, [])
+
+
+def test_table_is_one_line_per_finding_warn_first_within_80_columns(influxd, faulty, names):
+    proc = faults(influxd.url, faulty.db, "--names", str(names), *LOCATED)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1
+    assert lines[0].startswith("# 2026-06-15T00:00Z .. 2026-06-22T00:00Z: 24 panels, 5 warn, 1 info")
+    body = lines[2:]
+    assert len(body) == 6 and all(len(line) <= 80 for line in lines)
+    assert [line.split()[0] for line in body] == ["warn"] * 5 + ["info"]
+    assert body[0].split()[:4] == ["warn", "E2", "4609/3", "bypass_diode"]
+
+
+def test_csv_has_the_json_columns(influxd, faulty):
+    rows = list(csv.DictReader(io.StringIO(faults(influxd.url, faulty.db, "--format", "csv").stdout)))
+    as_json = findings(faults(influxd.url, faulty.db, "--format", "json"))
+    assert [r["kind"] for r in rows] == [f["kind"] for f in as_json]
+    assert list(rows[0]) == list(as_json[0])
+
+
+def test_a_threshold_moves_with_its_option(influxd, faulty):
+    found = findings(faults(influxd.url, faulty.db, "--format", "json", "--threshold", "under_ratio=0.65"))
+    assert "underperforming" not in {f["kind"] for f in found}
+    assert "bypass_diode" in {f["kind"] for f in found}
+
+
+def test_shade_alone_is_info_and_exits_0(influxd):
+    db = new_db(influxd)
+    shaded = site.Site(site.panels({4609: {"east": 6}}), days=4, weather=("sunny",),
+                       faults={(4609, 4): site.Fault("shaded", 0.3, hours=(15.0, 16.5))})
+    shaded.write(db)
+    proc = faults(influxd.url, db.db)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert "0 warn, 1 info" in lines[0]
+    assert lines[2].split()[:4] == ["info", "4-090004Z", "4609/4", "shaded"]
+    assert lines[2].endswith("15:00-16:30 UTC")
+
+
+def test_the_api_for_the_watchdog_and_the_daily_metric(faulty):
+    """warn_faults() is what the watchdog will call; panel_days() what tigo_panel_day will carry."""
+    settings = FaultSettings(faulty, latitude=site.LATITUDE, longitude=site.LONGITUDE)
+    now = site.DAY0 + 7 * 86400
+    warns = warn_faults(settings, now)
+    assert {(f.gateway_id, f.node_id, f.kind) for f in warns} == {
+        (*key, fault.kind) for key, fault in site.INJECTED.items() if fault.kind != "shaded"}
+    days = [d for d in panel_days(analyse(settings, now)) if d.tags["node_id"] == "5"
+            and d.tags["gateway_id"] == "4609"]
+    assert len(days) == 7  # solar days from 23:20 UTC; the last 40 min of the window are night
+    sunny = [d for d in days if "underperforming" in str(d.fields["kinds"])]
+    assert len(sunny) == 5 and all(0.65 < float(d.fields["energy_ratio"]) < 0.75 for d in sunny)
+    assert days[0].tags["barcode"] == "4-090005Z"
+
+
+def test_no_data_is_said_and_is_no_fault(influxd):
+    db = new_db(influxd)
+    proc = faults(influxd.url, db.db)
+    assert proc.returncode == 0
+    assert "no reports in" in proc.stdout and "nothing to judge" in proc.stdout
+    proc = faults(influxd.url, db.db, "--format", "json")
+    assert (proc.returncode, findings(proc)) == (0, [])
+    assert "I! faults: no reports in" in proc.stderr
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_too_few_peers_to_judge(influxd, count):
+    db = new_db(influxd)
+    small = site.Site(site.panels({4609: {"east": count}}), days=3,
+                      faults={(4609, 2): site.Fault("underperforming", 0.5)})
+    small.write(db)
+    proc = faults(influxd.url, db.db)
+    assert proc.returncode == 0, proc.stdout
+    assert f"gateway 4609 has {count} panel" in proc.stdout and "too few peers to judge" in proc.stdout
+
+
+def test_a_gateway_whose_panels_all_stop_is_the_gateways_problem_said_once(influxd):
+    db = new_db(influxd)
+    stopped = site.standard(stop={4610: site.DAY0 + 4 * 86400 + 12 * 3600})
+    stopped.write(db)
+    found = findings(faults(influxd.url, db.db, "--format", "json", *LOCATED))
+    assert [(f["gateway_id"], f["node_id"], f["kind"]) for f in found] == [(4610, None, "comms")]
+    assert "Gateway 4610 delivered" in found[0]["message"] and "whole gateway" in found[0]["message"]
+    assert found[0]["since"] == "2026-06-19T12:00:00Z"
+
+
+def test_nodes_renumbered_mid_window_are_no_fault(influxd):
+    db = new_db(influxd)
+    moved = {(4609, n): (4609, 40 + n, site.DAY0 + 3 * 86400 + 11 * 3600) for n in (2, 3, 4)}
+    site.standard(renumber=moved).write(db)
+    proc = faults(influxd.url, db.db, "--format", "json", *LOCATED)
+    assert (proc.returncode, findings(proc)) == (0, [])
+
+
+def test_a_clock_jump_is_no_fault(influxd):
+    """The host running taptap jumps back 8 hours for 3 hours of day 3: noon's reports are stamped
+    03:00-06:00 and replace that dawn's (same series, same times); the site is clean and stays so."""
+    db = new_db(influxd)
+    noon = site.DAY0 + 2 * 86400 + 11 * 3600
+    site.standard(clock_jump=(noon, noon + 3 * 3600, -8 * 3600)).write(db)
+    for args in ([], LOCATED):
+        proc = faults(influxd.url, db.db, "--format", "json", *args)
+        assert (proc.returncode, findings(proc)) == (0, []), args
+
+
+def test_influxdb_down_exits_2_with_the_reason():
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.run(tigo_execd_argv("faults", "--influx-url", url), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"E! faults: InfluxDB at {url} is unreachable")
+    assert "check that InfluxDB runs (systemctl status influxdb)" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_missing_database_exits_2(influxd):
+    proc = faults(influxd.url, "nosuchdb")
+    assert proc.returncode == 2
+    assert "Database 'nosuchdb' does not exist" in proc.stderr
+
+
+def test_refused_credentials_exit_2_with_what_to_set(influxd_auth):
+    proc = faults(influxd_auth.url, "bms", env={"INFLUX_USER": "admin", "INFLUX_PASS": "wrong"})
+    assert proc.returncode == 2
+    assert "refused the credentials" in proc.stderr and "set INFLUX_USER and INFLUX_PASS" in proc.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--days", "0"], "give 1 to 90 days"),
+    (["--days", "x"], "'x' is not a number"),
+    (["--format", "xml"], "invalid choice: 'xml'"),
+    (["--latitude", "48.1"], "--latitude and --longitude go together"),
+    (["--latitude", "100", "--longitude", "11"], "--latitude must be within -90..90"),
+    (["--now", "yesterday"], "is not RFC 3339"),
+    (["--threshold", "bogus=1"], "'bogus' is not a threshold"),
+    (["--threshold", "under_ratio=much"], "want NAME=NUMBER"),
+    (["--threshold", "min_peers=0"], "min_peers is a count, a whole number of 1 or more"),
+    (["--threshold", "hot_days=2.5"], "hot_days is a count"),
+    (["--threshold", "under_ratio=-1"], "a threshold is a number of 0 or more"),
+    (["--names", "/nonexistent/names.csv"], "cannot read names file /nonexistent/names.csv"),
+])
+def test_bad_options_exit_64(args, said):
+    proc = subprocess.run(tigo_execd_argv("faults", "--influx-url", f"http://127.0.0.1:{free_port()}", *args),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 64, proc.stderr
+    assert proc.stderr.startswith("E! ") and said in proc.stderr
+    assert "Traceback" not in proc.stderr

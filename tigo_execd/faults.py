@@ -1,0 +1,230 @@
+"""`tigo-execd faults`: which panel loses energy, and why, from what the ingest wrote to InfluxDB.
+
+InfluxDB averages the reports per panel and 10-minute slot (panel_stats.py), the rules compare
+each panel with its peers (fault_rules.py), this module is the command and its output. `analyse()`
+and `warn_faults()` are what other commands call (the watchdog, the daily `tigo_panel_day`).
+Exit 0 no warn finding, 1 at least one, 2 when the data cannot be read, 64 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from tigo_execd import exitcodes, influx
+from tigo_execd.convert import parse_timestamp
+from tigo_execd.fault_rules import WARN, Analysis, PanelFault, SiteClock, Thresholds, analyse_panels
+from tigo_execd.identity import Names, parse_names
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
+from tigo_execd.log import log
+from tigo_execd.panel_stats import SLOT_S, make_window, read
+from tigo_execd.sun import check_location, elevations
+
+MAX_DAYS = 90        # 90 days of 100 panels stay under 40 MB of slot aggregates
+COLUMNS = [f.name for f in fields(PanelFault)]
+TABLE_WIDTH = 80
+
+
+@dataclass
+class FaultSettings:
+    influx: Influx
+    rp: str = ""
+    measurement: str = "tigo_power_report"
+    days: float = 7.0
+    latitude: float | None = None
+    longitude: float | None = None
+    names: Names = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def analyse(s: FaultSettings, now_s: int) -> Analysis:
+    """Read the window ending at `now_s` and judge it; raises InfluxError when it cannot be read."""
+    window = make_window(now_s, s.days, s.longitude)
+    panels = read(s.influx, influx.target(s.rp, s.measurement), window, s.names)
+    sun = None
+    if s.latitude is not None and s.longitude is not None:
+        sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
+    return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
+
+
+def warn_faults(s: FaultSettings, now_s: int) -> list[PanelFault]:
+    """The findings that deserve an alarm (what the watchdog reports as `panel_fault`)."""
+    return [f for f in analyse(s, now_s).findings if f.severity == WARN]
+
+
+def influx_trouble(exc: InfluxError, db: str) -> str:
+    """Why the data cannot be read, in the watchdog's words."""
+    if isinstance(exc, InfluxAuthFailed):
+        return (f"{exc}: set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) to a user "
+                f"that may read '{db}'.")
+    if isinstance(exc, InfluxBadUrl):
+        return str(exc)
+    if isinstance(exc, InfluxUnreachable):
+        return (f"{exc}: check that InfluxDB runs (systemctl status influxdb) and that --influx-url "
+                f"points at it.")
+    if "database not found" in str(exc):
+        return (f"Database '{db}' does not exist: start the Telegraf data instance (it creates it) "
+                f"or fix --db.")
+    return f"The query failed ({exc}): check --influx-url, --db, --rp and --measurement."
+
+
+# ------------------------------------------------------------------ output
+
+def format_json(findings: list[PanelFault]) -> str:
+    return orjson.dumps([asdict(f) for f in findings], option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def format_csv(findings: list[PanelFault]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for f in findings:
+        writer.writerow(["" if v is None else v for v in asdict(f).values()])
+    return out.getvalue()
+
+
+def format_table(findings: list[PanelFault], header: str, notes: list[str]) -> str:
+    """One line per finding, warn first, cut to 80 columns; the full sentences are in JSON/CSV."""
+    lines = [f"# {header}"]
+    rows = [("sev", "panel", "gw/node", "kind", "since", "kWh/d", "evidence")]
+    for f in findings:
+        node = f"{f.gateway_id}/{'-' if f.node_id is None else f.node_id}"
+        rows.append((f.severity, f.label[:14], node, f.kind, f.since[5:10],
+                     f"{f.energy_lost_kwh_per_day:.2f}", f.evidence))
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
+    for r in rows if findings else []:
+        text = "  ".join(c.rjust(w) if i == 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        lines.append(f"{text}  {r[6]}"[:TABLE_WIDTH].rstrip())
+    lines += [f"# {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ command line
+
+def _rfc3339_s(text: str) -> int:
+    try:
+        return parse_timestamp(text) // 1_000_000_000
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (RFC 3339 with Z or an offset)") from None
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 to {MAX_DAYS} days")
+    return value
+
+
+def _degrees(text: str) -> float | None:
+    if not text.strip():
+        return None  # empty = unknown, as the watchdog takes it
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _threshold(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    if name not in Thresholds.names():
+        raise argparse.ArgumentTypeError(f"{name!r} is not a threshold; one of: "
+                                         f"{', '.join(Thresholds.names())}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want NAME=NUMBER") from None
+    if isinstance(getattr(Thresholds(), name), int) and not (number >= 1 and number.is_integer()):
+        raise argparse.ArgumentTypeError(f"{text!r}: {name} is a count, a whole number of 1 or more")
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a threshold is a number of 0 or more")
+    return name, number
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from tigo_execd.cli import add_log_level
+
+    p = sub.add_parser("faults", help="which panel loses energy, and why (bypass diode, dirt, shade, ...)",
+                       description="Compare every panel with its peers over the last days and name the "
+                                   "ones that lose energy, with the evidence and what to check. Exit 0: "
+                                   "no warning, 1: at least one, 2: the data cannot be read. "
+                                   "Credentials: environment INFLUX_USER / INFLUX_PASS.")
+    influx.add_arguments(p)
+    p.add_argument("--days", type=_days, default=7.0, help="days judged, ending at --now (default: 7)")
+    p.add_argument("--now", type=_rfc3339_s, default=None, metavar="RFC3339",
+                   help="end of the window (default: now)")
+    p.add_argument("--latitude", type=_degrees, help="site latitude, north positive (empty = unknown)")
+    p.add_argument("--longitude", type=_degrees, help="site longitude, east positive (empty = unknown)")
+    p.add_argument("--names", type=Path, metavar="FILE",
+                   help="names file (barcode,panel,string rows): panel names, and peers by string")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table for people (80 columns), json or csv for scripts (default: table)")
+    p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
+                   help="change one threshold of the rules (repeatable; see docs/reference/faults.md)")
+    add_log_level(p)
+    p.set_defaults(func=main)
+
+
+def settings_from(args: argparse.Namespace) -> FaultSettings:
+    """Raises ValueError for settings that do not go together or a names file that cannot be read."""
+    check_location(args.latitude, args.longitude)
+    if args.timeout <= 0:
+        raise ValueError("--timeout must be a positive number of seconds")
+    names: Names = {}
+    if args.names:
+        try:
+            text = args.names.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read names file {args.names}: {exc}") from None
+        names, _, problems = parse_names(text, str(args.names))
+        for problem in problems:
+            log.warn(problem + " (row skipped)")
+    th = Thresholds()
+    for name, value in args.threshold:
+        th = replace(th, **{name: type(getattr(th, name))(value)})
+    return FaultSettings(influx.from_args(args), args.rp, args.measurement, args.days, args.latitude,
+                         args.longitude, names, th)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        log.error(f"faults: {exc}")
+        return exitcodes.USAGE
+    now_s = args.now if args.now is not None else int(time.time())
+    try:
+        result = analyse(settings, now_s)
+    except InfluxError as exc:
+        log.error(f"faults: {influx_trouble(exc, settings.influx.db)}")
+        return exitcodes.CRIT
+    w = result.window
+    warns = sum(f.severity == WARN for f in result.findings)
+    notes = list(result.notes)
+    if not result.panels:
+        notes.append(f"no reports in {settings.influx.db} {influx.target(settings.rp, settings.measurement)} "
+                     f"between {_utc(w.start_s)} and {_utc(w.end_s)}: nothing to judge")
+    header = (f"{_utc(w.start_s)} .. {_utc(w.end_s)}: {len(result.panels)} panels, {warns} warn, "
+              f"{len(result.findings) - warns} info")
+    if args.format == "table":
+        sys.stdout.write(format_table(result.findings, header, notes))
+    else:
+        for note in notes:
+            log.info(f"faults: {note}")
+        formatter = format_json if args.format == "json" else format_csv
+        sys.stdout.write(formatter(result.findings))
+    return exitcodes.WARN if warns else exitcodes.OK
+
+
+def _utc(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%MZ")
