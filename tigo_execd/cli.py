@@ -16,7 +16,7 @@ from tigo_execd.log import LEVELS, install_excepthook, log
 
 EX_USAGE = 64
 SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
-               "ports": "ports", "doctor": "doctor"}
+               "ports": "ports", "doctor": "doctor", "rollup": "rollup"}
 
 
 class Parser(argparse.ArgumentParser):
