@@ -37,7 +37,7 @@ FIELDS = ("voltage_in_v", "voltage_out_v", "current_in_a", "current_out_a", "pow
           "temperature_c", "rssi")
 DAY_NS = 86400 * 10**9  # one chunk of the backfill: a day
 T = TypeVar("T")
-RETRY_S = (1, 2, 4, 8, 15, 30)  # waits while InfluxDB is away, then give up (re-run resumes)
+RETRY_S = (1, 2, 4, 8, 15, 30, 60, 60, 60, 60)  # waits while InfluxDB is away (--retry-for caps them)
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,10 @@ def ensure_setup(db: Influx, n: Names, raw_rp: str) -> None:
     db.write(settings_lines(n, raw_rp))  # the default RP: where the dashboard looks, RP unknown
 
 
-def admin_commands(n: Names) -> str:
+def admin_commands(n: Names) -> list[str]:
+    """The shell commands an InfluxDB admin runs once when this user may not (-password '' prompts)."""
     lines = [create_rp(n.db)] + [create_cq(n, *s) for s in statements(n)]
-    return " ".join(f"influx -username ADMIN -password '' -execute '{q}';" for q in lines)
+    return [f"influx -username ADMIN -password '' -execute '{q}'" for q in lines]
 
 
 # ---- backfill ----
@@ -208,19 +209,23 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def with_retry(action: str, fn: Callable[[], T]) -> T:
-    """Run fn(), waiting while InfluxDB is away (a restart, a network blip); InfluxUnreachable when
-    it stays away through all of RETRY_S."""
+def with_retry(action: str, fn: Callable[[], T], budget_s: float) -> T:
+    """Run fn(), waiting up to budget_s in all while InfluxDB is away (a restart, a network blip);
+    InfluxUnreachable when it stays away longer."""
+    deadline = time.monotonic() + budget_s
     for wait in RETRY_S:
         try:
             return fn()
         except InfluxUnreachable as exc:
-            log.warn(f"{action}: {exc}; trying again in {wait} s", key="rollup:retry")
-            time.sleep(wait)
+            pause = min(wait, deadline - time.monotonic())
+            if pause <= 0:
+                raise
+            log.warn(f"{action}: {exc}; trying again in {pause:.0f} s", key="rollup:retry")
+            time.sleep(pause)
     return fn()
 
 
-def backfill(db: Influx, n: Names, start: int, end: int) -> int:
+def backfill(db: Influx, n: Names, start: int, end: int, retry_s: float) -> int:
     """Roll up [start, end) one day at a time (both on day boundaries); returns the reports rolled
     up. Progress is recorded after each day, so a run cut short resumes where it stopped."""
     last = read_progress(db, n)
@@ -232,11 +237,12 @@ def backfill(db: Influx, n: Names, start: int, end: int) -> int:
     for i, t in enumerate(range(start, end, DAY_NS), 1):
         where = f" WHERE time >= {t} AND time < {t + DAY_NS}"
         for _name, res, select in statements(n):
-            with_retry(f"rolling up {_iso(t)[:10]}", partial(db.query, select + where + group_by(res)))
+            with_retry(f"rolling up {_iso(t)[:10]}", partial(db.query, select + where + group_by(res)),
+                       retry_s)
         count = f'SELECT sum("reports") FROM {n.rollup(FINE)}{where}'
-        counted = with_retry("counting", partial(db.query, count))
+        counted = with_retry("counting", partial(db.query, count), retry_s)
         reports += int(counted[0]["values"][0][1]) if counted else 0
-        with_retry("recording progress", partial(write_progress, db, n, origin, end, t + DAY_NS))
+        with_retry("recording progress", partial(write_progress, db, n, origin, end, t + DAY_NS), retry_s)
         log.info(f"rolled up {_iso(t)[:10]} ({i}/{days} days, {reports} reports so far)")
     return reports
 
@@ -255,12 +261,13 @@ def _since(text: str) -> datetime:
 
 
 def _days(text: str) -> float:
+    """A number >= 0 (days, or seconds for --retry-for)."""
     try:
         v = float(text)
     except ValueError:
         v = -1.0
     if not 0 <= v < 100000:
-        raise argparse.ArgumentTypeError(f"not a number of days >= 0: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a number >= 0: {text!r}")
     return v
 
 
@@ -277,6 +284,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="roll up the last N days (0: only create what live rollups need); default: "
                            "all history")
     span.add_argument("--since", type=_since, metavar="RFC3339", help="roll up from this time on")
+    p.add_argument("--retry-for", type=_days, default=60.0, metavar="S",
+                   help="how long to wait for InfluxDB to come back mid-backfill before giving up "
+                        "(default 60; a re-run resumes where it stopped)")
     influx.add_arguments(p, timeout=120.0)
     add_log_level(p)
     p.set_defaults(func=main)
@@ -289,7 +299,7 @@ def _day_floor(ns: int) -> int:
 def main(args: argparse.Namespace) -> int:
     db = influx.from_args(args)
     try:
-        rp = with_retry("connecting", lambda: resolve_rp(db, args.db, args.rp))
+        rp = with_retry("connecting", partial(resolve_rp, db, args.db, args.rp), args.retry_for)
         n = Names(args.db, rp, args.measurement)
         first = first_report(db, n)
         if first is None:
@@ -309,7 +319,7 @@ def main(args: argparse.Namespace) -> int:
             start = first
         start, end = _day_floor(max(start, first)), _day_floor(now) + DAY_NS
         began = time.monotonic()
-        reports = backfill(db, n, start, end)
+        reports = backfill(db, n, start, end, args.retry_for)
         log.info(f"rollup done: {_iso(start)} .. {_iso(min(end, now))}, {reports} reports in "
                  f"{time.monotonic() - began:.1f} s; live data is rolled up by continuous queries")
         return exitcodes.OK
@@ -318,8 +328,10 @@ def main(args: argparse.Namespace) -> int:
         return exitcodes.NOINPUT
     except NoPermission as exc:
         log.error(f"InfluxDB user {db.user or '(none)'} may not create retention policies or continuous "
-                  f"queries ({exc}). Ask an admin to run, once: {admin_commands(n)} then run this again "
-                  f"(it only needs write access then)")
+                  f"queries ({exc}). Ask an admin to run these once, then run this again (it needs only "
+                  "read and write access on the database then):")
+        for command in admin_commands(n):
+            log.error(command)
         return exitcodes.NOPERM
     except InfluxUnreachable as exc:
         log.error(f"{exc}; run the same command again when InfluxDB is back: it resumes where it stopped")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+
 from support.paths import ROOT
 
 DASHBOARD = ROOT / "grafana" / "tigo-dashboard.json"
