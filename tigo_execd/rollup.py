@@ -319,7 +319,11 @@ def main(args: argparse.Namespace) -> int:
             start = first
         start, end = _day_floor(max(start, first)), _day_floor(now) + DAY_NS
         began = time.monotonic()
-        reports = backfill(db, n, start, end, args.retry_for)
+        try:
+            reports = backfill(db, n, start, end, args.retry_for)
+        except KeyboardInterrupt:
+            log.warn("interrupted: the same command run again resumes after the last day rolled up")
+            raise
         log.info(f"rollup done: {_iso(start)} .. {_iso(min(end, now))}, {reports} reports in "
                  f"{time.monotonic() - began:.1f} s; live data is rolled up by continuous queries")
         return exitcodes.OK

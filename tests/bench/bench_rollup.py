@@ -92,6 +92,17 @@ def settled_disk(server: InfluxServer, db: str, rp: str) -> int:
     return disk_bytes(server, db, rp)
 
 
+def fill(server: InfluxServer, name: str, today: int, days: int, panels: int):
+    """A database holding `days` days of `panels` panels up to today; its client."""
+    server.raw_query(f'CREATE DATABASE "{name}"')
+    db = server.client(name)
+    db.timeout = 300
+    t = time.perf_counter()
+    n = write_history(db, today - days * DAY_MS, days, panels)
+    print(f"wrote {n} reports ({days} days, {panels} panels) in {time.perf_counter() - t:.0f} s", flush=True)
+    return db
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dash-days", type=int, default=120)
@@ -101,13 +112,7 @@ def main() -> None:
     dash = grafana.load()
     with InfluxServer() as server:
         print(f"influxd {server.url}, data in {server.dir}", flush=True)
-        server.raw_query('CREATE DATABASE "dash"')
-        db = server.client("dash")
-        db.timeout = 300
-        t = time.perf_counter()
-        n = write_history(db, today - args.dash_days * DAY_MS, args.dash_days, DASH_PANELS)
-        print(f"wrote {n} reports ({args.dash_days} days, {DASH_PANELS} panels) in "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+        db = fill(server, "dash", today, args.dash_days, DASH_PANELS)
         took, rss, last = run_rollup(server.url, "dash")
         print(f"rollup of the dashboard history: {took:.1f} s, {rss:.0f} MB RSS ({last})", flush=True)
 
@@ -125,13 +130,7 @@ def main() -> None:
         ratio = sums[f"{args.dash_days} d"] / sums["24 h"]
         print(f"ratio {args.dash_days} d / 24 h: {ratio:.2f} (target <= 2)", flush=True)
 
-        server.raw_query('CREATE DATABASE "year"')
-        ydb = server.client("year")
-        ydb.timeout = 300
-        t = time.perf_counter()
-        n = write_history(ydb, today - args.year_days * DAY_MS, args.year_days, YEAR_PANELS)
-        print(f"wrote {n} reports ({args.year_days} days, {YEAR_PANELS} panels) in "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+        fill(server, "year", today, args.year_days, YEAR_PANELS)
         took, rss, last = run_rollup(server.url, "year")
         scale = 365 / args.year_days
         note = "" if args.year_days >= 365 else f", extrapolated x{scale:.2f} from {args.year_days} days"
