@@ -5,10 +5,10 @@ include-All variable becomes its regex-escaped value, several values `(a|b)`, "A
 options unless the variable has a custom all value (used as it is); other variables are inserted
 verbatim. A single-value query variable (the resolution variables `res` and `sfx`) takes its first
 option, and "None" (the empty string) when its query returns nothing (Grafana's NONE_VARIABLE_VALUE,
-https://github.com/grafana/grafana/blob/main/public/app/features/variables/constants.ts); its query
+https://github.com/grafana/grafana/blob/main/public/app/features/variables/query/reducer.ts); its query
 is run again with the time range (`refresh: 2`, "On time range change") and `${__from}`/`${__to}` in
 it become the range's epoch milliseconds, as Grafana's TemplateSrv does for every query
-(https://grafana.com/docs/grafana/latest/dashboards/variables/add-template-variables/#__from-and-__to).
+(https://grafana.com/docs/grafana/latest/visualizations/dashboards/variables/global-variables/).
 `$timeFilter` becomes `time >= <from>ms and time <= <to>ms`, `$__interval` a duration such
 as `3m`, `$__interval_ms` milliseconds, `${__from}`/`${__to}` epoch milliseconds. The interval is the
 range divided by the panel's max data points, rounded as Grafana rounds it, and never below the
