@@ -344,6 +344,18 @@ def test_resolution_follows_time_range(dash, rolled_up, solar_db):
     assert (variables["res"].render(), variables["sfx"].render()) == ("", "")
 
 
+def test_long_ranges_draw_lines(dash):
+    """Line panels read at a rollup resolution (points 20 min to hours apart) show nights as the nulls
+    of fill(null), not through Grafana's "disconnect values" threshold (insertNulls), which would cut
+    every line whose points are further apart than it."""
+    lines = [p for p in all_panels(dash) if p["type"] == "timeseries" and any("$sfx" in t["query"] for t in p["targets"])
+             and p["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "line"]
+    assert len(lines) == 11
+    for p in lines:
+        assert p["fieldConfig"]["defaults"]["custom"]["insertNulls"] is False, p["title"]
+        assert all(t["query"].endswith("fill(null)") for t in p["targets"]), p["title"]
+
+
 def merged(targets: list[list[dict]]) -> dict[tuple, dict[int, float]]:
     """All targets of a panel as one: (tags, column) -> {time: value}, nulls left out."""
     out: dict[tuple, dict[int, float]] = {}
