@@ -17,7 +17,7 @@ from support.dashboard_grafana import (Range, Var, all_panels, interpolate, inte
 from support.dashboard_render import render
 from support.paths import ROOT
 from support.proc import tigo_execd_argv
-from support.rollup_history import write_history
+from support.rollup_history import day_lines, write_history
 
 # Grafana unit ids (the `unit` values of Grafana's unit picker, packages/grafana-data valueFormats)
 # that this dashboard may use.
@@ -410,3 +410,23 @@ def test_every_panel_same_on_raw_and_rollups(dash, rolled_up, sfx, max_points):
             worst[title] = max(worst.get(title, 0), dev)
     assert worst.keys() == MEANS and max(worst.values()) < 0.02, worst
     assert EXACT <= raw.keys()
+
+
+def test_raw_reports_outside_the_default_rp(dash, influxd):
+    """`rollup --rp RP` records RP in the resolution table, so short ranges read the raw reports there."""
+    name = "dashboard_other_rp"
+    influxd.raw_query(f'CREATE DATABASE "{name}"')
+    influxd.raw_query(f'CREATE RETENTION POLICY "raw" ON "{name}" DURATION INF REPLICATION 1')
+    db = influxd.client(name)
+    try:
+        db.write("\n".join(day_lines(HIST_DAY0, HIST_DAYS - 1, 2)).encode(), rp="raw")
+        done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name, "--rp", "raw"),
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        day_range = Range(HIST_DAY0 + (HIST_DAYS - 1) * 86400000, HIST_DAY0 + HIST_DAYS * 86400000)
+        variables = resolve_variables(dash, db, day_range)
+        assert (variables["res"].render(), variables["sfx"].render()) == ("raw", "")
+        total = run_dashboard(dash, db, variables, day_range)["Total power"][0]
+        assert total and any(v[1] for v in total[0]["values"])
+    finally:
+        influxd.raw_query(f'DROP DATABASE "{name}"')
