@@ -4,7 +4,10 @@ real InfluxDB 1.x holding a known synthetic day, with the figures checked agains
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import subprocess
+import time
 
 import pytest
 
@@ -22,6 +25,8 @@ from support.dashboard_grafana import (
 )
 from support.dashboard_render import render
 from support.paths import ROOT
+from support.proc import tigo_execd_argv
+from support.rollup_history import day_lines, write_history
 
 # Grafana unit ids (the `unit` values of Grafana's unit picker, packages/grafana-data valueFormats)
 # that this dashboard may use.
@@ -136,14 +141,16 @@ def resolve_variables(dash, db, rng: Range, **selected: list[str]) -> dict[str, 
     return out
 
 
-def run_dashboard(dash, db, variables: dict[str, Var]) -> dict[str, list[list[dict]]]:
-    """panel title -> per target, the series InfluxDB returned (epoch ms)."""
+def run_dashboard(dash, db, variables: dict[str, Var], dash_range: Range = DASH_RANGE,
+                  max_points: int = 1000) -> dict[str, list[list[dict]]]:
+    """panel title -> per target, the series InfluxDB returned (epoch ms). max_points stands for the
+    panel's width in pixels where the panel does not set maxDataPoints."""
     results = {}
     for p in all_panels(dash):
         if p["type"] == "row":
             continue
-        rng = panel_range(p, DASH_RANGE)
-        step = interval_ms(rng.from_ms, rng.to_ms, p)
+        rng = panel_range(p, dash_range)
+        step = interval_ms(rng.from_ms, rng.to_ms, p, max_points)
         results[p["title"]] = [db.query(interpolate(t["query"], variables, rng, step), epoch="ms")
                                for t in p["targets"]]
     return results
@@ -299,12 +306,145 @@ def test_selection_and_retention_policy(dash, solar_db):
     approx_map(values(results["Total power"][0][0]), want)
     assert set(by_key(results["Power per node"][0])) == pick
 
+    # the range panels read the RP the resolution table names (raw: `rollup --rp`), the fixed-window
+    # panels the Retention policy box
+    first_query = {p["title"]: p["targets"][0]["query"] for p in all_panels(dash) if p["type"] != "row"}
+    variables["res"] = Var(variables["res"].spec, selected=["autogen"])
+    assert db.query(interpolate(first_query["Total power"], variables, DASH_RANGE, 3 * MIN)) == []
     variables["rp"] = Var(variables["rp"].spec, selected=["autogen"])
-    total = next(p for p in all_panels(dash) if p["title"] == "Total power")
-    assert db.query(interpolate(total["targets"][0]["query"], variables, DASH_RANGE, 3 * MIN)) == []
+    assert db.query(interpolate(first_query["Energy today"], variables, DASH_RANGE)) == []
 
 
 def test_readme_picture_is_committed():
     """The README shows docs/dashboard.png, a rendering of these queries (refresh it from tests/output)."""
     assert (ROOT / "docs" / "dashboard.png").stat().st_size > 20000
     assert "](docs/dashboard.png)" in (ROOT / "README.md").read_text()
+
+
+# ---- resolution: raw reports for short ranges, rollups for long ones ----
+
+HIST_DAYS = 16
+HIST_DAY0 = (int(time.time() * 1000) // 86400000 - HIST_DAYS) * 86400000
+HIST_RANGE = Range(HIST_DAY0 + 86400000, HIST_DAY0 + (HIST_DAYS - 1) * 86400000)  # 14 whole days
+
+
+@pytest.fixture(scope="module")
+def rolled_up(influxd):
+    """A generated history of 16 days of 4 panels, rolled up by `tigo-execd rollup`."""
+    name = "dashboard_history"
+    influxd.raw_query(f'CREATE DATABASE "{name}"')
+    db = influxd.client(name)
+    write_history(db, HIST_DAY0, HIST_DAYS, 4)
+    done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name),
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    yield db
+    influxd.raw_query(f'DROP DATABASE "{name}"')
+
+
+def test_resolution_follows_time_range(dash, rolled_up, solar_db):
+    by_name = {v["name"]: v for v in dash["templating"]["list"]}
+    for name in ("res", "sfx"):  # hidden, asked again at every time range change
+        v = by_name[name]
+        assert v["refresh"] == 2 and v["hide"] == 2 and not v["multi"] and v["current"]["value"] == ""
+        assert "${__to} - ${__from}" in v["query"]
+    to = HIST_RANGE.to_ms
+    picked = {}
+    for days in (1, 6.9, 7, 30, 59, 60, 365):
+        variables = resolve_variables(dash, rolled_up, Range(to - int(days * 86400000), to))
+        picked[days] = (variables["res"].render(), variables["sfx"].render())
+    assert picked == {1: ("", ""), 6.9: ("", ""), 7: ("tigo_rollup", "_5m"), 30: ("tigo_rollup", "_5m"),
+                      59: ("tigo_rollup", "_5m"), 60: ("tigo_rollup", "_1h"), 365: ("tigo_rollup", "_1h")}
+    # a database never rolled up: raw reports at every range (the variables' "None" is "")
+    variables = resolve_variables(dash, solar_db[0], Range(to - 365 * 86400000, to))
+    assert (variables["res"].render(), variables["sfx"].render()) == ("", "")
+
+
+def test_long_ranges_draw_lines(dash):
+    """Line panels read at a rollup resolution (points 20 min to hours apart) show nights as the nulls
+    of fill(null), not through Grafana's "disconnect values" threshold (insertNulls), which would cut
+    every line whose points are further apart than it."""
+    lines = [p for p in all_panels(dash) if p["type"] == "timeseries"
+             and any("$sfx" in t["query"] for t in p["targets"])
+             and p["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "line"]
+    assert len(lines) == 11
+    for p in lines:
+        assert p["fieldConfig"]["defaults"]["custom"]["insertNulls"] is False, p["title"]
+        assert all(t["query"].endswith("fill(null)") for t in p["targets"]), p["title"]
+
+
+def merged(targets: list[list[dict]]) -> dict[tuple, dict[int, float]]:
+    """All targets of a panel as one: (tags, column) -> {time: value}, nulls left out."""
+    out: dict[tuple, dict[int, float]] = {}
+    for series in targets:
+        for s in series:
+            tags = tuple(sorted(s.get("tags", {}).items()))
+            for col in range(1, len(s["columns"])):
+                got = {v[0]: v[col] for v in s["values"] if v[col] is not None}
+                if got:
+                    out.setdefault((tags, col), {}).update(got)
+    return out
+
+
+EXACT = {"Energy per day", "Reports per node per minute", "Raw sum of power_w (debug)"}
+MEANS = {"Total power", "Peak power", "Power per node", "Input voltage", "Output voltage", "Input current",
+         "Temperature", "Duty cycle", "RSSI", "Output current"}
+
+
+@pytest.mark.parametrize("sfx,max_points", [("_5m", 1000), ("_1h", 150)])
+def test_every_panel_same_on_raw_and_rollups(dash, rolled_up, sfx, max_points):
+    """Forced to raw reports and to a rollup, every panel shows the same: counts, energy and sums
+    exactly; means (mean of the rollup's means) within 2 % where the bucket is in full daylight."""
+    variables = resolve_variables(dash, rolled_up, HIST_RANGE)
+    assert variables["sfx"].render() == "_5m"  # what a 14-day range picks
+    for name in ("res", "sfx"):
+        variables[name] = Var(variables[name].spec, selected=[""])
+    raw = run_dashboard(dash, rolled_up, variables, HIST_RANGE, max_points)
+    variables["res"] = Var(variables["res"].spec, selected=["tigo_rollup"])
+    variables["sfx"] = Var(variables["sfx"].spec, selected=[sfx])
+    roll = run_dashboard(dash, rolled_up, variables, HIST_RANGE, max_points)
+    step = interval_ms(HIST_RANGE.from_ms, HIST_RANGE.to_ms, {"interval": "3m"}, max_points)
+    assert step % {"_5m": 300000, "_1h": 3600000}[sfx] == 0, step
+    worst = {}
+    for title, targets in raw.items():
+        want, got = merged(targets), merged(roll[title])
+        assert got.keys() == want.keys(), title
+        if title not in MEANS:  # exact: counts, energy, sums, and the panels of fixed windows
+            for key in want:
+                assert got[key].keys() == want[key].keys(), (title, key)
+                for t in want[key]:
+                    assert got[key][t] == pytest.approx(want[key][t], rel=1e-9, abs=1e-9), (title, key, t)
+            continue
+        if title == "Peak power":  # its own 3-minute buckets: a coarser rollup shows a coarser peak
+            peak = max(got[((), 1)].values()) / max(want[((), 1)].values()) - 1
+            worst[title] = abs(peak)
+            continue
+        for key in want:
+            assert got[key].keys() == want[key].keys(), (title, key)
+            daylight = [t for t in want[key] if 8 * 3600000 <= t % 86400000 < 16 * 3600000 - step]
+            assert daylight, (title, key)
+            dev = max(abs(got[key][t] / want[key][t] - 1) for t in daylight)
+            worst[title] = max(worst.get(title, 0), dev)
+    assert worst.keys() == MEANS and max(worst.values()) < 0.02, worst
+    assert raw.keys() >= EXACT
+
+
+def test_raw_reports_outside_the_default_rp(dash, influxd):
+    """`rollup --rp RP` records RP in the resolution table, so short ranges read the raw reports there."""
+    name = "dashboard_other_rp"
+    influxd.raw_query(f'CREATE DATABASE "{name}"')
+    influxd.raw_query(f'CREATE RETENTION POLICY "raw" ON "{name}" DURATION INF REPLICATION 1')
+    db = influxd.client(name)
+    try:
+        db.write("\n".join(day_lines(HIST_DAY0, HIST_DAYS - 1, 2)).encode(), rp="raw")
+        argv = tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name, "--rp", "raw")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        day_range = Range(HIST_DAY0 + (HIST_DAYS - 1) * 86400000, HIST_DAY0 + HIST_DAYS * 86400000)
+        variables = resolve_variables(dash, db, day_range)
+        assert (variables["res"].render(), variables["sfx"].render()) == ("raw", "")
+        total = run_dashboard(dash, db, variables, day_range)["Total power"][0]
+        assert total and any(v[1] for v in total[0]["values"])
+    finally:
+        influxd.raw_query(f'DROP DATABASE "{name}"')

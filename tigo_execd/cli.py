@@ -16,7 +16,7 @@ from tigo_execd import __version__, exitcodes
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
-               "ports": "ports", "doctor": "doctor", "faults": "faults"}
+               "ports": "ports", "doctor": "doctor", "faults": "faults", "rollup": "rollup"}
 
 
 class Parser(argparse.ArgumentParser):

@@ -138,11 +138,11 @@ def total_power(rs: list[Report], bucket_ms: int) -> dict[int, float]:
 
 
 def energy_kwh(rs: list[Report]) -> dict[tuple[str, str], dict[int, float]]:
-    """Per node and UTC day: 3-minute mean power x 3 minutes, in kWh."""
+    """Per node and UTC day: 5-minute mean power x 5 minutes, in kWh (the rollups' energy too)."""
     out: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    for key, buckets in node_bucket_means(rs, 3 * MIN).items():
+    for key, buckets in node_bucket_means(rs, 5 * MIN).items():
         for b, p in buckets.items():
-            out[key][b - b % 86400000] += p * 3 / 60 / 1000
+            out[key][b - b % 86400000] += p * 5 / 60 / 1000
     return out
 
 

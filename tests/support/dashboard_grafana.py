@@ -3,7 +3,13 @@
 Grafana (10.x/11.x InfluxQL data source) replaces `$var`, `${var}` and `[[var]]`: a multi-value or
 include-All variable becomes its regex-escaped value, several values `(a|b)`, "All" the list of all
 options unless the variable has a custom all value (used as it is); other variables are inserted
-verbatim. `$timeFilter` becomes `time >= <from>ms and time <= <to>ms`, `$__interval` a duration such
+verbatim. A single-value query variable (the resolution variables `res` and `sfx`) takes its first
+option, and "None" (the empty string) when its query returns nothing (Grafana's NONE_VARIABLE_VALUE,
+https://github.com/grafana/grafana/blob/main/public/app/features/variables/query/reducer.ts); its query
+is run again with the time range (`refresh: 2`, "On time range change") and `${__from}`/`${__to}` in
+it become the range's epoch milliseconds, as Grafana's TemplateSrv does for every query
+(https://grafana.com/docs/grafana/latest/visualizations/dashboards/variables/global-variables/).
+`$timeFilter` becomes `time >= <from>ms and time <= <to>ms`, `$__interval` a duration such
 as `3m`, `$__interval_ms` milliseconds, `${__from}`/`${__to}` epoch milliseconds. The interval is the
 range divided by the panel's max data points, rounded as Grafana rounds it, and never below the
 panel's minimum interval.
@@ -78,6 +84,8 @@ class Var:
     def render(self) -> str:
         if self.spec["type"] != "query":
             return self.selected[0] if self.selected else self.spec["current"]["value"]
+        if not self.spec.get("multi"):
+            return (self.selected or self.options or [""])[0]
         if self.selected is None and "allValue" in self.spec:
             return self.spec["allValue"]
         values = [regex_escape(v) for v in (self.options if self.selected is None else self.selected)]

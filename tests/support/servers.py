@@ -81,11 +81,12 @@ class Server:
 
 
 class InfluxServer(Server):
-    """influxd 1.x; with auth=True an admin user `admin`/`adminpw` is created."""
+    """influxd 1.x; with auth=True an admin user `admin`/`adminpw` is created; cq_interval (e.g. "1s")
+    turns continuous queries on, checked that often."""
 
     name = "influxd"
 
-    def __init__(self, auth: bool = False) -> None:
+    def __init__(self, auth: bool = False, cq_interval: str | None = None) -> None:
         super().__init__()
         self.auth = auth
         rpc = free_port()
@@ -109,7 +110,8 @@ bind-address = "127.0.0.1:{rpc}"
   auth-enabled = {str(auth).lower()}
   log-enabled = false
 [continuous_queries]
-  enabled = false
+  enabled = {str(cq_interval is not None).lower()}
+  run-interval = "{cq_interval or '1s'}"
 """)
         self._spawn([_binary("influxd", ("/usr/bin/influxd",)), "-config", str(conf)])
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,0 +1,248 @@
+"""`tigo-execd rollup` against a real InfluxDB: rollups equal the raw aggregates, live data is rolled up
+by the continuous queries, a re-run or a resumed run changes nothing, and every refusal is a clear
+message with its exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import defaultdict
+
+import pytest
+
+from support.proc import Child, tigo_execd_argv
+from support.rollup_history import DAY_MS, day_lines, write_history
+from support.servers import InfluxServer
+from support.wait import wait_until
+
+PANELS = 6
+DAYS = 9
+DAY0 = (int(time.time() * 1000) // DAY_MS - DAYS - 1) * DAY_MS  # history ends yesterday
+LINE = re.compile(r"gateway_id=(\d+),node_id=(\d+),.*power_w=([\d.]+),.* (\d+)$")
+
+
+def rollup(url: str, db: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": os.getcwd(), **(env or {})}
+    return subprocess.run(tigo_execd_argv("rollup", "--influx-url", url, "--db", db, *args),
+                          capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def rows(db, q: str) -> dict[tuple, list]:
+    """Series of a query keyed by (gateway, node) tags, values as lists."""
+    return {(s.get("tags", {}).get("gateway_id"), s.get("tags", {}).get("node_id")): s["values"]
+            for s in db.query(q)}
+
+
+def dump(db) -> list:
+    """Everything the rollups hold, in a comparable order."""
+    out = []
+    for m in ("tigo_power_report_5m", "tigo_power_report_1h"):
+        for s in db.query(f'SELECT * FROM "tigo_rollup"."{m}" GROUP BY *'):
+            out.append((m, sorted(s["tags"].items()), s["values"]))
+    return sorted(out, key=repr)
+
+
+@pytest.fixture(scope="module")
+def history(influxd):
+    name = "rollup_history"
+    influxd.raw_query(f'CREATE DATABASE "{name}"')
+    db = influxd.client(name)
+    n = write_history(db, DAY0, DAYS, PANELS)
+    done = rollup(influxd.url, name)
+    assert done.returncode == 0, done.stderr
+    yield db, n, done.stderr
+    influxd.raw_query(f'DROP DATABASE "{name}"')
+
+
+def test_rollups_equal_raw_aggregates(history):
+    db, n, stderr = history
+    assert all(line[:3] in ("I! ", "W! ") for line in stderr.splitlines()), stderr
+    assert f"{n} reports" in stderr and f"({DAYS + 2}/{DAYS + 2} days" in stderr  # up to today
+    where = f"WHERE time >= {DAY0}ms AND time < {DAY0 + DAYS * DAY_MS}ms"
+    by = 'GROUP BY time(1d), "gateway_id", "node_id" fill(none)'
+    counts = rows(db, f'SELECT count("power_w") FROM "tigo_power_report" {where} {by}')
+    assert len(counts) == PANELS  # the node that appears on the third day included
+    for m in ("tigo_power_report_5m", "tigo_power_report_1h"):
+        assert rows(db, f'SELECT sum("reports") FROM "tigo_rollup"."{m}" {where} {by}') == counts, m
+
+    # energy per node and day: the dashboard's formula on raw reports, the rollups, and plain Python
+    per_node = '"gateway_id", "node_id" fill(none)'
+    raw_kwh = rows(db, 'SELECT sum("p") / 12000 FROM (SELECT mean("power_w") AS "p" FROM "tigo_power_report" '
+                       f"{where} GROUP BY time(5m), {per_node}) {where} {by}")
+    buckets: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for d in range(DAYS):
+        for line in day_lines(DAY0, d, PANELS):
+            gw, node, p, ns = LINE.search(line).groups()
+            ms = int(ns) // 1_000_000
+            buckets[(gw, node)][ms - ms % 300000].append(float(p))
+    python_kwh: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for key, bs in buckets.items():
+        for b, ps in bs.items():
+            python_kwh[key][b - b % DAY_MS] += sum(ps) / len(ps) / 12000
+    for m in ("tigo_power_report_5m", "tigo_power_report_1h"):
+        got = rows(db, f'SELECT sum("energy_wh") / 1000 FROM "tigo_rollup"."{m}" {where} {by}')
+        assert got.keys() == raw_kwh.keys() == python_kwh.keys()
+        for key, values in got.items():
+            for (t, kwh), (t2, want) in zip(values, raw_kwh[key]):
+                assert t == t2 and kwh == pytest.approx(want, rel=1e-9), (m, key, t)
+                assert kwh == pytest.approx(python_kwh[key][t // 1_000_000], rel=1e-9), (m, key, t)
+    # against the dashboard's former 3-minute buckets: within 0.5 % per site and day
+    old = db.query(f'SELECT sum("p") / 20000 FROM (SELECT mean("power_w") AS "p" FROM "tigo_power_report" '
+                   f"{where} GROUP BY time(3m), {per_node}) {where} GROUP BY time(1d)")
+    new = db.query(f'SELECT sum("energy_wh") / 1000 FROM "tigo_rollup"."tigo_power_report_1h" {where} '
+                   "GROUP BY time(1d)")
+    for (_, a), (_, b) in zip(old[0]["values"], new[0]["values"]):
+        assert b == pytest.approx(a, rel=0.005)
+
+    # means: the 1 h rollup holds the hour's mean of the reports, the 5 min one the 5 minutes'
+    for m, bucket in (("tigo_power_report_1h", "1h"), ("tigo_power_report_5m", "5m")):
+        for field in ("power_w", "voltage_in_v", "temperature_c", "rssi"):
+            raw = rows(db, f'SELECT mean("{field}") FROM "tigo_power_report" {where} '
+                           f'GROUP BY time({bucket}), "gateway_id", "node_id" fill(none)')
+            got = rows(db, f'SELECT mean("{field}") FROM "tigo_rollup"."{m}" {where} '
+                           f'GROUP BY time({bucket}), "gateway_id", "node_id" fill(none)')
+            assert got.keys() == raw.keys()
+            for key in raw:
+                assert [t for t, _ in got[key]] == [t for t, _ in raw[key]]
+                assert [v for _, v in got[key]] == pytest.approx([v for _, v in raw[key]], rel=1e-12)
+
+
+def test_rerun_changes_nothing(history, influxd):
+    db = history[0]
+    before = dump(db)
+    again = rollup(influxd.url, "rollup_history")
+    assert again.returncode == 0, again.stderr
+    assert "create" not in again.stderr  # the RP and the CQs are there already
+    assert dump(db) == before
+    cqs = [row[0] for s in db.query("SHOW CONTINUOUS QUERIES") if s["name"] == "rollup_history"
+           for row in s["values"]]
+    assert sorted(cqs) == ["tigo_power_report_rollup_1h", "tigo_power_report_rollup_1h_energy",
+                           "tigo_power_report_rollup_5m"]
+
+
+@pytest.fixture(scope="module")
+def own_influxd():
+    """An influxd of this module's own, to stop and start under a running backfill."""
+    with InfluxServer() as server:
+        yield server
+
+
+def restart(server: InfluxServer) -> None:
+    server.proc.terminate()
+    server.proc.wait(10)
+    server._spawn([server.proc.args[0], "-config", str(server.dir / "influxdb.conf")])
+    server._wait_ready(server._ping, 30)
+
+
+def test_resumed_backfill_equals_uninterrupted(own_influxd):
+    server = own_influxd
+    for name in ("whole", "cut"):
+        server.raw_query(f'CREATE DATABASE "{name}"')
+        write_history(server.client(name), DAY0, DAYS, 3)
+    whole = rollup(server.url, "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "cut", "--retry-for", "0"))
+    child.wait_stderr(b"(3/", timeout=60)
+    child.proc.send_signal(signal.SIGSTOP)  # hold it mid-backfill while InfluxDB goes away
+    server.proc.terminate()
+    server.proc.wait(10)
+    child.proc.send_signal(signal.SIGCONT)
+    assert child.finish(60) == 69, child.err
+    assert b"resumes where it stopped" in child.err and b"Traceback" not in child.err
+    restart(server)
+
+    again = rollup(server.url, "cut")
+    assert again.returncode == 0, again.stderr
+    assert "resuming the backfill interrupted at" in again.stderr
+    assert f"(1/{DAYS + 2} days" not in again.stderr  # the days done before are not done again
+    assert dump(server.client("cut")) == dump(server.client("whole"))
+
+
+def test_waits_for_influxdb_to_come_back(own_influxd):
+    """InfluxDB restarting mid-backfill: the run waits for it and finishes."""
+    server = own_influxd
+    server.raw_query('CREATE DATABASE "blip"')
+    write_history(server.client("blip"), DAY0, DAYS, 2)
+    child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "blip"))
+    child.wait_stderr(b"(2/", timeout=60)
+    child.proc.send_signal(signal.SIGSTOP)
+    server.proc.terminate()
+    server.proc.wait(10)
+    child.proc.send_signal(signal.SIGCONT)
+    child.wait_stderr(b"trying again in", timeout=30)
+    restart(server)
+    assert child.finish(120) == 0, child.err
+    assert b"rollup done" in child.err
+
+
+@pytest.fixture(scope="module")
+def cq_influxd():
+    with InfluxServer(cq_interval="1s") as server:
+        yield server
+
+
+def test_continuous_queries_roll_up_live_data(cq_influxd):
+    server = cq_influxd
+    server.raw_query('CREATE DATABASE "live"')
+    db = server.client("live")
+    now_ms = int(time.time() * 1000)
+    start = now_ms - now_ms % 300000 - 1800000  # the last half hour, whole 5-minute buckets
+    lines = [f"tigo_power_report,gateway_id=1,node_id={n},src=tigo power_w={100 + n + t % 7},rssi=100i,"
+             f"voltage_in_v=30.0 {(start + t * 20000 + n * 3000) * 1_000_000}"
+             for n in (1, 2) for t in range(90)]
+    db.write("\n".join(lines).encode())
+    setup = rollup(server.url, "live", "--days", "0")  # only the CQs: no backfill
+    assert setup.returncode == 0, setup.stderr
+    assert "no history rolled up" in setup.stderr
+    where = f"WHERE time >= {start}ms AND time < {start + 1800000}ms"
+    group = ' GROUP BY time(5m), "node_id" fill(none)'
+    want = rows(db, f'SELECT mean("power_w"), count("power_w") FROM "tigo_power_report" {where}{group}')
+    got_q = f'SELECT mean("power_w"), sum("reports") FROM "tigo_rollup"."tigo_power_report_5m" {where}{group}'
+    wait_until(lambda: rows(db, got_q) == want, 30, lambda: f"CQ rollups {rows(db, got_q)} to equal {want}")
+
+
+def test_no_permission_gives_the_admin_commands(influxd_auth):
+    server = influxd_auth
+    server.raw_query('CREATE DATABASE "perm"')
+    server.raw_query("CREATE USER writer WITH PASSWORD 'w'")
+    server.raw_query('GRANT ALL ON "perm" TO writer')
+    write_history(server.client("perm"), DAY0, 2, 2)
+    env = {"INFLUX_USER": "writer", "INFLUX_PASS": "w"}
+    refused = rollup(server.url, "perm", env=env)
+    assert refused.returncode == 77, refused.stderr
+    assert refused.stderr.startswith("E! ") and "Traceback" not in refused.stderr
+    assert "may not create retention policies or continuous queries" in refused.stderr
+    commands = re.findall(r"-execute '([^']+)'", refused.stderr)
+    assert commands and commands[0].startswith('CREATE RETENTION POLICY "tigo_rollup" ON "perm"')
+    assert sum(c.startswith("CREATE CONTINUOUS QUERY") for c in commands) == 3
+    for c in commands:  # what the admin does
+        server.raw_query(c)
+    done = rollup(server.url, "perm", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "create" not in done.stderr
+
+
+def test_missing_database_measurement_and_server(influx_db, influxd):
+    missing_db = rollup(influxd.url, "no_such_db")
+    assert missing_db.returncode == 66 and "database 'no_such_db' does not exist" in missing_db.stderr
+    empty = rollup(influxd.url, influx_db.db)
+    assert empty.returncode == 66, empty.stderr
+    assert f"no reports in {influx_db.db}.autogen.tigo_power_report" in empty.stderr
+    assert "--measurement" in empty.stderr
+    other = rollup(influxd.url, influx_db.db, "--rp", "nope")
+    assert other.returncode == 66 and "retention policy 'nope' does not exist" in other.stderr
+    down = rollup("http://127.0.0.1:9", influx_db.db, "--retry-for", "0")
+    assert down.returncode == 69 and down.stderr.startswith("E! ") and "unreachable" in down.stderr
+
+
+@pytest.mark.parametrize("args", [["--days", "x"], ["--days", "-1"], ["--since", "yesterday"],
+                                  ["--days", "1", "--since", "2024-01-01T00:00:00Z"],
+                                  ["--since", "2024-01-01T00:00:00"]])
+def test_usage_errors(args):
+    bad = subprocess.run(tigo_execd_argv("rollup", *args), capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert bad.returncode == 64 and bad.stderr.startswith("E! "), bad.stderr
