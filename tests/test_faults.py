@@ -266,3 +266,29 @@ def test_bad_options_exit_64(args, said):
     assert proc.returncode == 64, proc.stderr
     assert proc.stderr.startswith("E! ") and said in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+DEMO_ARGS = ["--days", "2", "--threshold", "under_days=1", "--threshold", "shade_min_days=1"]
+
+
+def test_the_demo_day_shows_its_weak_shaded_and_weak_signal_nodes(influx_db):
+    """`run --demo` into InfluxDB, then `faults` as README shows it (one day: the day counts lowered,
+    default clock: the demo ends now, so the day split falls anywhere in it)."""
+    demo = subprocess.run(tigo_execd_argv("run", "--demo", "--stats-interval", "0"), capture_output=True,
+                          timeout=120, check=True).stdout.splitlines(True)
+    for i in range(0, len(demo), 20_000):
+        influx_db.write(b"".join(demo[i:i + 20_000]))
+    proc = subprocess.run(tigo_execd_argv("faults", "--influx-url", influx_db.url, "--db", influx_db.db,
+                                          "--format", "json", *DEMO_ARGS),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert kinds(findings(proc)) == {(4610, 3): {("underperforming", "warn")},
+                                     (4610, 5): {("comms", "warn")},
+                                     (4609, 7): {("shaded", "info")}}
+    weak = next(f for f in findings(proc) if f["kind"] == "underperforming")
+    assert "made 70% of its peers' energy" in str(weak["message"])
+    # with the default day counts a single day proves only what one day can: the missing reports
+    default = subprocess.run(tigo_execd_argv("faults", "--influx-url", influx_db.url, "--db", influx_db.db,
+                                             "--format", "json", "--days", "2"),
+                             capture_output=True, text=True, timeout=120)
+    assert kinds(findings(default)) == {(4610, 5): {("comms", "warn")}}
