@@ -20,7 +20,7 @@ from support import telegraf_harness as th
 from support.paths import ROOT
 from support.proc import descendants, pid_alive, tigo_execd_argv
 from support.service_env import telegraf_env
-from support.wait import wait_until_async
+from support.wait import wait_until, wait_until_async
 from support.watchdog_check import fleet, health, ingest_rows, ns
 
 CONF = ROOT / "telegraf" / "tigo-health.conf"
@@ -161,3 +161,34 @@ def test_faults_json_days_adds_the_panel_days(faulty_site):
     assert days == [ns(f"2026-06-{d}T00:00:00Z") // 10**9 for d in range(16, 22)]  # complete only
     assert {frozenset(d["fields"]) for d in both["panel_days"]} >= {
         frozenset({"energy_kwh", "energy_ratio", "vin_ratio", "temp_delta_c", "report_ratio", "kinds"})}
+
+
+def test_a_worse_reason_wins_over_panel_fault_and_the_fields_stay(influxd):
+    """A gateway gone silent (nodes_silent) outranks panel_fault; faults/fault_panels are still there."""
+    name = f"wdsilent{os.getpid()}"
+    influxd.raw_query(f'CREATE DATABASE "{name}"')
+    db = influxd.client(name)
+    try:
+        site.standard(site.INJECTED, days=8, stop={4610: ns(NOW) // 10**9 - 7200}).write(db)
+        argv = tigo_execd_argv("watchdog", "--influx-url", db.url, "--db", db.db, "--now", NOW)
+        env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+
+            def check() -> dict:
+                proc.stdin.write(b"\n")
+                proc.stdin.flush()
+                while not (line := proc.stdout.readline()).startswith(b"tigo_health "):
+                    assert line, "the watchdog ended"
+                return th.parse_line(line.decode().rstrip("\n")).fields
+
+            first = check()
+            assert first["reason"] == "nodes_silent" and "faults" not in first
+            wait_until(lambda: not analysis_running(proc.pid), 60, "the analysis to finish")
+            second = check()
+            proc.stdin.close()
+            assert proc.wait(10) == 0
+        assert (second["status"], second["reason"]) == ("WARN", "nodes_silent")
+        assert second["faults"] >= 1 and f"{label(4609, 3)} bypass_diode" in second["fault_panels"]
+    finally:
+        influxd.raw_query(f'DROP DATABASE "{name}"')

@@ -56,6 +56,7 @@ NS_PER_MIN = 60 * NS
 BUS_QUIET_S = 60.0        # a powered CCA polls all the time: a minute without a byte is not normal
 MAX_LISTED_NODES = 50     # silent_nodes stays a readable string even when a whole TAP is gone
 POWER_FIELD = "power_w"   # present in every report (schema contract)
+MAX_FAULTS_S = 600.0      # an hourly analysis still running after this long (or its period) is ended
 
 
 @dataclass
@@ -403,7 +404,12 @@ class PanelFaults:
         self.written_day: int | None = None
 
     def tick(self) -> None:
-        """Collect a finished run; start the next one when due."""
+        """Collect a finished run (or end one that outlived its period); start the next when due."""
+        if self.child is not None and self.child.poll() is None and \
+                time.monotonic() - self.started >= max(self.every_s, MAX_FAULTS_S):
+            log.warn(f"watchdog: tigo-execd faults still runs after {max(self.every_s, MAX_FAULTS_S):.0f} s: "
+                     f"ended (is InfluxDB slow?)", key="faults_failed")
+            self.stop()
         if self.child is not None and self.child.poll() is not None:
             self._collect(self.child.returncode)
         if self.child is None and self.every_s > 0 and time.monotonic() - self.started >= self.every_s:
