@@ -22,7 +22,7 @@ from support import site
 from support.proc import tigo_execd_argv
 from support.servers import InfluxServer, free_port
 from tigo_execd.fault_rules import panel_days
-from tigo_execd.faults import FaultSettings, analyse, warn_faults
+from tigo_execd.faults import FaultSettings, analyse
 from tigo_execd.influx import Influx
 
 NOW = "2026-06-22T00:00:00Z"  # the end of the generated week
@@ -159,11 +159,11 @@ def test_shade_alone_is_info_and_exits_0(influxd):
     assert lines[2].endswith("15:00-16:30 UTC")
 
 
-def test_the_api_for_the_watchdog_and_the_daily_metric(faulty):
-    """warn_faults() is what the watchdog will call; panel_days() what tigo_panel_day will carry."""
+def test_the_warn_findings_and_the_daily_metric(faulty):
+    """The warn findings are the watchdog's panel_fault; panel_days() what tigo_panel_day carries."""
     settings = FaultSettings(faulty, latitude=site.LATITUDE, longitude=site.LONGITUDE)
     now = site.DAY0 + 7 * 86400
-    warns = warn_faults(settings, now)
+    warns = [f for f in analyse(settings, now).findings if f.severity == "warn"]
     assert {(f.gateway_id, f.node_id, f.kind) for f in warns} == {
         (*key, fault.kind) for key, fault in site.INJECTED.items() if fault.kind != "shaded"}
     days = [d for d in panel_days(analyse(settings, now)) if d.tags["node_id"] == "5"

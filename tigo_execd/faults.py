@@ -1,8 +1,9 @@
 """`tigo-execd faults`: which panel loses energy, and why, from what the ingest wrote to InfluxDB.
 
 InfluxDB averages the reports per panel and 10-minute slot (panel_stats.py), the rules compare
-each panel with its peers (fault_rules.py), this module is the command and its output. `analyse()`
-and `warn_faults()` are what other commands call (the watchdog, the daily `tigo_panel_day`).
+each panel with its peers (fault_rules.py), this module is the command and its output. The
+watchdog runs it hourly as a child process (`--format json-days`: the analysis takes seconds, a
+minute check must not wait for it) for `panel_fault` and the daily `tigo_panel_day`.
 Exit 0 no warn finding, 1 at least one, 2 when the data cannot be read, 64 for usage errors.
 """
 
@@ -61,11 +62,6 @@ def analyse(s: FaultSettings, now_s: int) -> Analysis:
     if s.latitude is not None and s.longitude is not None:
         sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
     return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
-
-
-def warn_faults(s: FaultSettings, now_s: int) -> list[PanelFault]:
-    """The findings that deserve an alarm (what the watchdog reports as `panel_fault`)."""
-    return [f for f in analyse(s, now_s).findings if f.severity == WARN]
 
 
 # ------------------------------------------------------------------ output
