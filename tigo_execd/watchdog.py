@@ -1,7 +1,9 @@
 """`tigo-execd watchdog`: is data arriving, and if not, why? One check per newline on stdin.
 
 Run by its own Telegraf instance (inputs.execd, `signal = "STDIN"`): each `\\n` runs one check and
-prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention.
+prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention;
+at most hourly it runs `tigo-execd faults` beside the checks (PanelFaults) and once a day adds the
+previous day's `tigo_panel_day` lines.
 `--once` prints a one-line summary for people and scripts and exits with the verdict's code
 (exitcodes.OK, WARN, CRIT).
 
