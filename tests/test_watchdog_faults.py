@@ -163,6 +163,51 @@ def test_faults_json_days_adds_the_panel_days(faulty_site):
         frozenset({"energy_kwh", "energy_ratio", "vin_ratio", "temp_delta_c", "report_ratio", "kinds"})}
 
 
+class Watchdog:
+    """`tigo-execd watchdog` in execd mode at NOW, one check per `check()`, its other lines kept."""
+
+    def __init__(self, db, *args: str) -> None:
+        argv = tigo_execd_argv("watchdog", "--influx-url", db.url, "--db", db.db, "--now", NOW, *args)
+        env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.other: list[th.Metric] = []
+
+    def check(self) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+        while not (line := self.proc.stdout.readline()).startswith(b"tigo_health "):
+            assert line, "the watchdog ended"
+            self.other.append(th.parse_line(line.decode().rstrip("\n")))
+        return th.parse_line(line.decode().rstrip("\n")).fields
+
+    def __enter__(self) -> Watchdog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.other += [th.parse_line(line.decode().rstrip("\n")) for line in self.proc.stdout]
+        assert self.proc.wait(10) == 0
+
+
+def test_analysis_at_most_every_period_and_each_day_written_once(faulty_site):
+    """--faults-every-min: a new analysis once the period is over, never two at a time; the day
+    both analyses cover is written once."""
+    period = 1.2
+    with Watchdog(faulty_site, "--faults-every-min", str(period / 60)) as wd:
+        for _ in range(2):
+            wd.check()  # starts an analysis (the second: collects the first, starts the next)
+            started = time.monotonic()
+            wait_until(lambda: analysis_running(wd.proc.pid), 5, "an analysis to start")
+            wait_until(lambda: not analysis_running(wd.proc.pid), 60, "the analysis to finish")
+            wait_until(lambda since=started: time.monotonic() - since >= period, 5, "the period to pass")
+        last = wd.check()
+    assert last["reason"] == "panel_fault"
+    days = [m for m in wd.other if m.name == "tigo_panel_day"]
+    assert len(days) == len(site.standard().panels) and {m.ts_ns for m in days} == {DAY}
+
+
 def test_a_worse_reason_wins_over_panel_fault_and_the_fields_stay(influxd):
     """A gateway gone silent (nodes_silent) outranks panel_fault; faults/fault_panels are still there."""
     name = f"wdsilent{os.getpid()}"
@@ -170,24 +215,11 @@ def test_a_worse_reason_wins_over_panel_fault_and_the_fields_stay(influxd):
     db = influxd.client(name)
     try:
         site.standard(site.INJECTED, days=8, stop={4610: ns(NOW) // 10**9 - 7200}).write(db)
-        argv = tigo_execd_argv("watchdog", "--influx-url", db.url, "--db", db.db, "--now", NOW)
-        env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
-        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) as proc:
-            assert proc.stdin is not None and proc.stdout is not None
-
-            def check() -> dict:
-                proc.stdin.write(b"\n")
-                proc.stdin.flush()
-                while not (line := proc.stdout.readline()).startswith(b"tigo_health "):
-                    assert line, "the watchdog ended"
-                return th.parse_line(line.decode().rstrip("\n")).fields
-
-            first = check()
+        with Watchdog(db) as wd:
+            first = wd.check()
             assert first["reason"] == "nodes_silent" and "faults" not in first
-            wait_until(lambda: not analysis_running(proc.pid), 60, "the analysis to finish")
-            second = check()
-            proc.stdin.close()
-            assert proc.wait(10) == 0
+            wait_until(lambda: not analysis_running(wd.proc.pid), 60, "the analysis to finish")
+            second = wd.check()
         assert (second["status"], second["reason"]) == ("WARN", "nodes_silent")
         assert second["faults"] >= 1 and f"{label(4609, 3)} bypass_diode" in second["fault_panels"]
     finally:
