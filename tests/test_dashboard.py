@@ -121,7 +121,7 @@ def solar_db(influxd):
     influxd.raw_query(f'CREATE RETENTION POLICY "solar" ON "{name}" DURATION INF REPLICATION 1 DEFAULT')
     db = influxd.client(name)
     rs = day.reports()
-    lines = [r.line() for r in rs] + day.ingest_lines(rs) + day.health_lines()
+    lines = [r.line() for r in rs] + day.ingest_lines(rs) + day.health_lines() + day.panel_day_lines()
     for i in range(0, len(lines), 10000):
         db.write("\n".join(lines[i:i + 10000]).encode())
     yield db, rs
@@ -313,6 +313,28 @@ def test_selection_and_retention_policy(dash, solar_db):
     assert db.query(interpolate(first_query["Total power"], variables, DASH_RANGE, 3 * MIN)) == []
     variables["rp"] = Var(variables["rp"].spec, selected=["autogen"])
     assert db.query(interpolate(first_query["Energy today"], variables, DASH_RANGE)) == []
+
+
+def test_panel_health_row(dash, solar_db):
+    """The current findings (the latest tigo_panel_day with kinds) and each panel's daily energy ratio."""
+    db, _ = solar_db
+    results = run_dashboard(dash, db, resolve_variables(dash, db, DASH_RANGE))
+    faults = results["Panel faults"][0]
+    rows = {k: dict(zip(s["columns"], s["values"][0])) for k, s in by_key(faults).items()}
+    assert rows.keys() == day.FAULTY.keys()  # not the healthy panels, not the older day's fault
+    for key, (kinds, ratio) in day.FAULTY.items():
+        assert (rows[key]["Kinds"], rows[key]["Energy ratio"]) == (kinds, ratio)
+        assert rows[key]["time"] == day.PANEL_DAY
+    assert {s["tags"]["panel"] for s in faults} == {"", "A1"}  # names shown when known
+
+    ratios = by_key(results["Energy ratio per panel and day"][0])
+    assert ratios.keys() == {n.key for n in day.NODES}
+    assert {k: values(s) for k, s in ratios.items()} == {
+        n.key: {day.PANEL_DAY: day.FAULTY.get(n.key, ("", 1.0))[1]} for n in day.NODES}
+    # one gateway picked: only its panels
+    only1 = resolve_variables(dash, db, DASH_RANGE, gateway=["1"])
+    faults1 = run_dashboard(dash, db, only1)["Panel faults"][0]
+    assert set(by_key(faults1)) == {("1", "3")}
 
 
 def test_readme_picture_is_committed():

@@ -22,7 +22,7 @@ from support import site
 from support.proc import tigo_execd_argv
 from support.servers import InfluxServer, free_port
 from tigo_execd.fault_rules import panel_days
-from tigo_execd.faults import FaultSettings, analyse, warn_faults
+from tigo_execd.faults import FaultSettings, analyse
 from tigo_execd.influx import Influx
 
 NOW = "2026-06-22T00:00:00Z"  # the end of the generated week
@@ -159,11 +159,11 @@ def test_shade_alone_is_info_and_exits_0(influxd):
     assert lines[2].endswith("15:00-16:30 UTC")
 
 
-def test_the_api_for_the_watchdog_and_the_daily_metric(faulty):
-    """warn_faults() is what the watchdog will call; panel_days() what tigo_panel_day will carry."""
+def test_the_warn_findings_and_the_daily_metric(faulty):
+    """The warn findings are the watchdog's panel_fault; panel_days() what tigo_panel_day carries."""
     settings = FaultSettings(faulty, latitude=site.LATITUDE, longitude=site.LONGITUDE)
     now = site.DAY0 + 7 * 86400
-    warns = warn_faults(settings, now)
+    warns = [f for f in analyse(settings, now).findings if f.severity == "warn"]
     assert {(f.gateway_id, f.node_id, f.kind) for f in warns} == {
         (*key, fault.kind) for key, fault in site.INJECTED.items() if fault.kind != "shaded"}
     days = [d for d in panel_days(analyse(settings, now)) if d.tags["node_id"] == "5"
@@ -266,3 +266,29 @@ def test_bad_options_exit_64(args, said):
     assert proc.returncode == 64, proc.stderr
     assert proc.stderr.startswith("E! ") and said in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+DEMO_ARGS = ["--days", "2", "--threshold", "under_days=1", "--threshold", "shade_min_days=1"]
+
+
+def test_the_demo_day_shows_its_weak_shaded_and_weak_signal_nodes(influx_db):
+    """`run --demo` into InfluxDB, then `faults` as README shows it (one day: the day counts lowered,
+    default clock: the demo ends now, so the day split falls anywhere in it)."""
+    demo = subprocess.run(tigo_execd_argv("run", "--demo", "--stats-interval", "0"), capture_output=True,
+                          timeout=120, check=True).stdout.splitlines(True)
+    for i in range(0, len(demo), 20_000):
+        influx_db.write(b"".join(demo[i:i + 20_000]))
+    proc = subprocess.run(tigo_execd_argv("faults", "--influx-url", influx_db.url, "--db", influx_db.db,
+                                          "--format", "json", *DEMO_ARGS),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert kinds(findings(proc)) == {(4610, 3): {("underperforming", "warn")},
+                                     (4610, 5): {("comms", "warn")},
+                                     (4609, 7): {("shaded", "info")}}
+    weak = next(f for f in findings(proc) if f["kind"] == "underperforming")
+    assert "made 70% of its peers' energy" in str(weak["message"])
+    # with the default day counts a single day proves only what one day can: the missing reports
+    default = subprocess.run(tigo_execd_argv("faults", "--influx-url", influx_db.url, "--db", influx_db.db,
+                                             "--format", "json", "--days", "2"),
+                             capture_output=True, text=True, timeout=120)
+    assert kinds(findings(default)) == {(4610, 5): {("comms", "warn")}}

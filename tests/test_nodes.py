@@ -125,6 +125,26 @@ def test_table(day_db) -> None:
     assert len(out) == 7
 
 
+def test_current_fault_kinds_from_the_newest_panel_day(day_db) -> None:
+    """`kinds`: the newest tigo_panel_day of the last 2 days; an older one is not current."""
+    def panel_day(node: int, day: str, kinds: str) -> str:
+        ns = int(datetime.fromisoformat(day).timestamp()) * 1_000_000_000
+        return f'tigo_panel_day,gateway_id=4609,node_id={node} energy_kwh=1.5,kinds="{kinds}" {ns}\n'
+
+    day_db.write((panel_day(5, "2026-06-19T00:00:00Z", "hot")
+                  + panel_day(5, "2026-06-20T00:00:00Z", "underperforming,comms")
+                  + panel_day(3, "2026-06-20T00:00:00Z", "")
+                  + panel_day(7, "2026-06-17T00:00:00Z", "no_power")).encode())
+    nodes = orjson.loads(report(day_db, "json"))["nodes"]
+    kinds = {(n["gateway_id"], n["node_id"]): n["kinds"] for n in nodes}
+    assert kinds == {("4609", "7"): "", ("4609", "5"): "underperforming,comms", ("4609", "3"): "",
+                     ("4610", "2"): "", ("4609", "2"): ""}
+    table = report(day_db, "table").splitlines()
+    assert table[1].split()[-1] == "kinds"
+    assert table[3].split()[-1] == "underperforming,comms"
+    assert list(csv.DictReader(io.StringIO(report(day_db, "csv"))))[1]["kinds"] == "underperforming,comms"
+
+
 def test_registry_nodes_never_seen_in_influx_are_listed(day_db, tmp_path) -> None:
     state = tmp_path / "registry.json"
     state.write_text(orjson.dumps({"version": 1, "gateways": {}, "nodes": {

@@ -5,8 +5,10 @@ exercises the same parsing as real data: gateway 4609 speaks the upstream format
 barcodes that only arrive at 10:00, gateways 4610 and 4611 speak the fork format with identities in
 infrastructure reports (4611 stamps in UTC with `Z` and 3 fractional digits, 4610 with 9 digits),
 with taptap's non-JSON debug lines in between. The evening of the day before, the night gap, and a
-full day with clouds; a shaded node, a weak-signal node that misses reports, and a TS4-A-S unit
-(voltage_out always 0). Node ids clash across gateways, as on real multi-TAP sites.
+full day with clouds; a shaded node (4609/7, below half its power until 10:30), a weak node (4610/3,
+70 % of its peers all day: dirt or a cracked cell), a weak-signal node that misses reports
+(4610/5), and a TS4-A-S unit (voltage_out always 0). Node ids clash across gateways, as on real
+multi-TAP sites. `tigo-execd faults` finds the first three (docs/reference/faults.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ START = DAY - dt.timedelta(hours=24 - 19.5)  # 19:30 the evening before
 END = DAY + dt.timedelta(hours=SUNSET)
 CYCLE = 20.0
 GATEWAYS = {4609: 9, 4610: 7, 4611: 6}  # gateway id -> nodes 2..n+1
+WEAK_NODE, WEAK_SHARE = (4610, 3), 0.7
 
 
 def _address(gateway: int, node: int) -> list[int]:
@@ -103,7 +106,8 @@ def day() -> tuple[list[bytes], int]:
 def _report(rng: random.Random, gateway: int, node: int, stamp: str, irradiance: float,
             hour: float, identities: bool, weak: bool) -> bytes:
     shade = 0.45 if gateway == 4609 and node == 7 and hour < 10.5 else 1.0
-    power = 405 * irradiance * shade * (0.96 + 0.04 * rng.random())
+    dirt = WEAK_SHARE if (gateway, node) == WEAK_NODE else 1.0  # less current, the same voltage
+    power = 405 * irradiance * shade * dirt * (0.96 + 0.04 * rng.random())
     temperature = 16 + 32 * irradiance + rng.gauss(0, 0.4)
     vin = max(0.0, 37.5 - 0.09 * temperature - (4.0 if shade < 1 else 0) + rng.gauss(0, 0.2))
     current = power / vin if vin > 1 else 0.0

@@ -1,8 +1,9 @@
 """`tigo-execd faults`: which panel loses energy, and why, from what the ingest wrote to InfluxDB.
 
 InfluxDB averages the reports per panel and 10-minute slot (panel_stats.py), the rules compare
-each panel with its peers (fault_rules.py), this module is the command and its output. `analyse()`
-and `warn_faults()` are what other commands call (the watchdog, the daily `tigo_panel_day`).
+each panel with its peers (fault_rules.py), this module is the command and its output. The
+watchdog runs it hourly as a child process (`--format json-days`: the analysis takes seconds, a
+minute check must not wait for it) for `panel_fault` and the daily `tigo_panel_day`.
 Exit 0 no warn finding, 1 at least one, 2 when the data cannot be read, 64 for usage errors.
 """
 
@@ -21,11 +22,19 @@ import orjson
 
 from tigo_execd import exitcodes, influx
 from tigo_execd.convert import parse_timestamp
-from tigo_execd.fault_rules import WARN, Analysis, PanelFault, SiteClock, Thresholds, analyse_panels
+from tigo_execd.fault_rules import (
+    WARN,
+    Analysis,
+    PanelFault,
+    SiteClock,
+    Thresholds,
+    analyse_panels,
+    panel_days,
+)
 from tigo_execd.identity import Names, parse_names
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
+from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
-from tigo_execd.panel_stats import SLOT_S, make_window, read
+from tigo_execd.panel_stats import DAY_S, SLOT_S, make_window, read
 from tigo_execd.sun import check_location, elevations
 
 MAX_DAYS = 90        # 90 days of 100 panels stay under 40 MB of slot aggregates
@@ -55,31 +64,19 @@ def analyse(s: FaultSettings, now_s: int) -> Analysis:
     return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
 
 
-def warn_faults(s: FaultSettings, now_s: int) -> list[PanelFault]:
-    """The findings that deserve an alarm (what the watchdog reports as `panel_fault`)."""
-    return [f for f in analyse(s, now_s).findings if f.severity == WARN]
-
-
-def influx_trouble(exc: InfluxError, db: str) -> str:
-    """Why the data cannot be read, in the watchdog's words."""
-    if isinstance(exc, InfluxAuthFailed):
-        return (f"{exc}: set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) to a user "
-                f"that may read '{db}'.")
-    if isinstance(exc, InfluxBadUrl):
-        return str(exc)
-    if isinstance(exc, InfluxUnreachable):
-        return (f"{exc}: check that InfluxDB runs (systemctl status influxdb) and that --influx-url "
-                f"points at it.")
-    if "database not found" in str(exc):
-        return (f"Database '{db}' does not exist: start the Telegraf data instance (it creates it) "
-                f"or fix --db.")
-    return f"The query failed ({exc}): check --influx-url, --db, --rp and --measurement."
-
-
 # ------------------------------------------------------------------ output
 
 def format_json(findings: list[PanelFault]) -> str:
     return orjson.dumps([asdict(f) for f in findings], option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def format_json_days(result: Analysis) -> str:
+    """The findings (as `--format json`) and every panel's complete days of the window (what the
+    watchdog writes as `tigo_panel_day`): {"findings": [...], "panel_days": [{time, tags, fields}]}."""
+    w = result.window
+    days = [asdict(d) for d in panel_days(result) if w.start_s <= d.time_s and d.time_s + DAY_S <= w.end_s]
+    found = [asdict(f) for f in result.findings]
+    return orjson.dumps({"findings": found, "panel_days": days}).decode() + "\n"
 
 
 def format_csv(findings: list[PanelFault]) -> str:
@@ -167,8 +164,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--longitude", type=_degrees, help="site longitude, east positive (empty = unknown)")
     p.add_argument("--names", type=Path, metavar="FILE",
                    help="names file (barcode,panel,string rows): panel names, and peers by string")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                   help="table for people (80 columns), json or csv for scripts (default: table)")
+    p.add_argument("--format", choices=("table", "json", "csv", "json-days"), default="table",
+                   help="table for people (80 columns), json or csv for scripts, json-days: an object "
+                        "with the findings and each panel's complete days (default: table)")
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
                    help="change one threshold of the rules (repeatable; see docs/reference/faults.md)")
     add_log_level(p)
@@ -206,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = analyse(settings, now_s)
     except InfluxError as exc:
-        log.error(f"faults: {influx_trouble(exc, settings.influx.db)}")
+        log.error(f"faults: {influx.trouble(exc, settings.influx.db)}")
         return exitcodes.CRIT
     w = result.window
     warns = sum(f.severity == WARN for f in result.findings)
@@ -221,8 +219,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         for note in notes:
             log.info(f"faults: {note}")
-        formatter = format_json if args.format == "json" else format_csv
-        sys.stdout.write(formatter(result.findings))
+        if args.format == "json-days":
+            sys.stdout.write(format_json_days(result))
+        else:
+            sys.stdout.write((format_json if args.format == "json" else format_csv)(result.findings))
     return exitcodes.WARN if warns else exitcodes.OK
 
 

@@ -53,6 +53,27 @@ def check_url(url: str) -> None:
                            f"{parts.scheme}://: InfluxDB answers on http:// or https://")
 
 
+def trouble(exc: InfluxError, db: str, query: str = "The query") -> str:
+    """Why InfluxDB could not be read and what to do, in one sentence: the watchdog's and `faults`'
+    wording, so both say it alike (`query` names whose query failed)."""
+    if isinstance(exc, InfluxAuthFailed):
+        return (f"{exc}: set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) to a user "
+                f"that may read '{db}'.")
+    if isinstance(exc, InfluxBadUrl):  # InfluxDB may well run: only the URL is wrong
+        return str(exc)
+    if isinstance(exc, InfluxUnreachable):
+        return (f"{exc}: check that InfluxDB runs (systemctl status influxdb) and that --influx-url "
+                f"points at it.")
+    if missing_database(exc):
+        return (f"Database '{db}' does not exist: start the Telegraf data instance (it creates it) "
+                f"or fix --db.")
+    return f"{query} failed ({exc}): check --influx-url, --db, --rp and --measurement."
+
+
+def missing_database(exc: InfluxError) -> bool:
+    return "database not found" in str(exc)
+
+
 @dataclass
 class Influx:
     url: str = "http://127.0.0.1:8086"

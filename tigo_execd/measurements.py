@@ -7,3 +7,4 @@ POWER_REPORT = "tigo_power_report"  # one line per optimizer report (`run`; its 
 INGEST = "tigo_ingest"              # `run`'s self-metrics
 HEALTH = "tigo_health"              # the watchdog's verdict, one line per check
 NODE_HEALTH = "tigo_node_health"    # the watchdog: one line per silent optimizer
+PANEL_DAY = "tigo_panel_day"       # the watchdog: one line per panel and day (faults' panel days)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tigo_execd import exitcodes, influx
+from tigo_execd import exitcodes, influx, measurements
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import default_state_file, load_state, state_path
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
@@ -39,11 +39,12 @@ if TYPE_CHECKING:
 REPORTS_PER_MINUTE = 3   # one every 20 s
 KNOWN_DAYS = 7           # a node seen this recently is expected to report
 LOW_COMPLETENESS = 0.9   # below this share of the reports due a node is marked "low"
+KINDS_DAYS = 2           # a tigo_panel_day this recent (yesterday's, written today) is current
 MAX_HOURS = 24 * 31      # keeps the per-minute query at most 44640 rows
 SERVICE_STATE_FILE = Path("/var/lib/tigo-execd/registry.json")  # StateDirectory= of the unit
 NAME_TAGS = ("barcode", "panel", "string")
 COLUMNS = ("gateway_id", "node_id", "barcode", "panel", "string", "status", "reports", "expected",
-           "completeness", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc")
+           "completeness", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc", "kinds")
 
 
 @dataclass
@@ -61,6 +62,7 @@ class NodeRow:
     rssi_min: int | None = None
     rssi_p95: int | None = None
     last_seen_utc: str | None = None   # newest report within the last KNOWN_DAYS (or the window)
+    kinds: str = ""                    # fault kinds of its newest tigo_panel_day (the watchdog's)
 
 
 @dataclass
@@ -84,7 +86,7 @@ def _node_key(tags: dict[str, str]) -> tuple[str, str]:
 
 def build_report(db: Influx, source: str, end: datetime, hours: float,
                  registry: Registry | None = None) -> Report:
-    """Query InfluxDB (three bounded queries) and rank the nodes worst first."""
+    """Query InfluxDB (four bounded queries) and rank the nodes worst first."""
     end = end.replace(second=0, microsecond=0)  # whole minutes: every minute has 3 reports due
     start = end - timedelta(hours=hours)
     window = f"time >= {_ns(start)} AND time < {_ns(end)}"
@@ -126,6 +128,7 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
         row.rssi_mean = None if v["mean"] is None else round(v["mean"], 1)
         row.rssi_min, row.rssi_p95 = v["min"], v["percentile"]
 
+    _current_kinds(db, nodes, end)
     for row in nodes.values():
         row.expected = expected
         if expected:
@@ -142,6 +145,18 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
                   active_minutes, expected, ranked)
 
 
+def _current_kinds(db: Influx, nodes: dict[tuple[str, str], NodeRow], end: datetime) -> None:
+    """Each listed node's fault kinds from its newest `tigo_panel_day` (the health instance writes
+    one per panel and day, in the database's default retention policy) of the last KINDS_DAYS."""
+    days = db.query(f"SELECT last(\"kinds\") AS kinds FROM {influx.ident(measurements.PANEL_DAY)} "
+                    f"WHERE time >= {_ns(end - timedelta(days=KINDS_DAYS))} AND time < {_ns(end)} "
+                    f"GROUP BY gateway_id, node_id", epoch="s")
+    for tags, v in influx.rows(days):
+        row = nodes.get(_node_key(tags))
+        if row is not None:
+            row.kinds = v["kinds"] or ""
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -152,7 +167,7 @@ def _cell(value: Any) -> str:
 
 def format_table(report: Report) -> str:
     head = ["gateway", "node", "barcode", "panel", "string", "status", "reports", "expected",
-            "complete", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc"]
+            "complete", "rssi_mean", "rssi_min", "rssi_p95", "last_seen_utc", "kinds"]
     body = []
     for r in report.nodes:
         cells = [_cell(getattr(r, c)) for c in COLUMNS]

@@ -1,7 +1,6 @@
 """The site's location and the sun's elevation over it (astral): daylight for the checks.
 
-Meant as the one home for both the watchdog's and `faults`' use of the location; the watchdog
-still has its own copy until the integration step moves it here.
+The one home of both the watchdog's and `faults`' use of the location.
 """
 
 from __future__ import annotations
@@ -26,3 +25,8 @@ def elevations(latitude: float, longitude: float, start_s: float, step_s: float,
     where = Observer(latitude, longitude)
     return [float(elevation(where, datetime.fromtimestamp(start_s + i * step_s, UTC)))
             for i in range(count)]
+
+
+def elevation(latitude: float, longitude: float, at_s: float) -> float:
+    """The sun's elevation in degrees at one time."""
+    return elevations(latitude, longitude, at_s, 0, 1)[0]

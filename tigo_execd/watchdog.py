@@ -1,7 +1,9 @@
 """`tigo-execd watchdog`: is data arriving, and if not, why? One check per newline on stdin.
 
 Run by its own Telegraf instance (inputs.execd, `signal = "STDIN"`): each `\\n` runs one check and
-prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention.
+prints one `tigo_health` line plus one `tigo_node_health` line per optimizer that needs attention;
+at most hourly it runs `tigo-execd faults` beside the checks (PanelFaults) and once a day adds the
+previous day's `tigo_panel_day` lines.
 `--once` prints a one-line summary for people and scripts and exits with the verdict's code
 (exitcodes.OK, WARN, CRIT).
 
@@ -17,6 +19,7 @@ Reasons, in order of precedence (the first that applies wins):
   taptap_not_running    CRIT  every self-metric of the window says taptap is not running
   no_data               CRIT  the measurement has no series at all
   nodes_silent          WARN  data is fresh, but some optimizers have been silent for too long
+  panel_fault           WARN  data is fresh, and the hourly `tigo-execd faults` found warn findings
   healthy               OK    data is fresh
   night                 OK    data is stale, but the sun is (or was until recently) below the horizon
   bus_silent            CRIT  stale in daylight, and the ingest sees no bytes (or taptap prints nothing)
@@ -28,28 +31,34 @@ The ingest faults come first because they hold day and night and are the cause b
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
-from tigo_execd import exitcodes, influx, lineproto, measurements
+import orjson
+
+from tigo_execd import exitcodes, influx, lineproto, measurements, sun
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxBadUrl, InfluxError, InfluxUnreachable
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
 from tigo_execd.registry import id_sort_key
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
 CODES = {OK: exitcodes.OK, WARN: exitcodes.WARN, CRIT: exitcodes.CRIT}  # `code` field, --once exit
-STATUS = {"healthy": OK, "night": OK, "nodes_silent": WARN}  # every other reason is CRIT
+STATUS = {"healthy": OK, "night": OK, "nodes_silent": WARN, "panel_fault": WARN}  # every other reason is CRIT
 NS_PER_MIN = 60 * NS
 BUS_QUIET_S = 60.0        # a powered CCA polls all the time: a minute without a byte is not normal
 MAX_LISTED_NODES = 50     # silent_nodes stays a readable string even when a whole TAP is gone
 POWER_FIELD = "power_w"   # present in every report (schema contract)
+MAX_FAULTS_S = 600.0      # an hourly analysis still running after this long (or its period) is ended
 
 
 @dataclass
@@ -103,6 +112,8 @@ class Facts:
     nodes: list[Node] | None = None
     reporting: int | None = None  # nodes heard within --node-silence-min
     sun_elevation: float | None = None
+    faults: int | None = None         # warn findings of the last hourly analysis (None: none yet)
+    fault_panels: str | None = None
 
     @property
     def last_ns(self) -> int | None:
@@ -142,26 +153,17 @@ class Check:
             return self._judge()
         except InfluxAuthFailed as exc:
             log.warn(str(exc), key="influx_auth")
-            return Verdict("influx_auth_failed",
-                           f"{exc}: set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) "
-                           f"to a user that may read '{self.s.influx.db}'.")
-        except InfluxBadUrl as exc:  # InfluxDB may well run: only the URL is wrong
+            return Verdict("influx_auth_failed", self._trouble(exc))
+        except InfluxUnreachable as exc:  # a bad URL too: InfluxDB may well run
             log.warn(str(exc), key="influx_unreachable")
-            return Verdict("influx_unreachable", str(exc))
-        except InfluxUnreachable as exc:
-            log.warn(str(exc), key="influx_unreachable")
-            return Verdict("influx_unreachable",
-                           f"{exc}: check that InfluxDB runs (systemctl status influxdb) and that "
-                           f"--influx-url points at it.")
+            return Verdict("influx_unreachable", self._trouble(exc))
         except InfluxError as exc:
             log.warn(f"InfluxDB query failed: {exc}", key="influx_query")
-            if "database not found" in str(exc):
-                return Verdict("no_data",
-                               f"Database '{self.s.influx.db}' does not exist: start the Telegraf data "
-                               f"instance (it creates it) or fix --db.")
-            return Verdict("influx_query_failed",
-                           f"The watchdog's query failed ({exc}): check --influx-url, --db, --rp and "
-                           f"--measurement.")
+            return Verdict("no_data" if influx.missing_database(exc) else "influx_query_failed",
+                           self._trouble(exc))
+
+    def _trouble(self, exc: InfluxError) -> str:
+        return influx.trouble(exc, self.s.influx.db, "The watchdog's query")
 
     # ------------------------------------------------------------------ gathering
 
@@ -202,13 +204,9 @@ class Check:
                              f"WHERE {self._window(self.s.inventory_days * 1440, future=True)}")
 
     def _sun(self, at_ns: int) -> float:
-        from astral import Observer
-        from astral.sun import elevation
-
         latitude, longitude = self.s.latitude, self.s.longitude
         assert latitude is not None and longitude is not None  # asked only when located
-        when = datetime.fromtimestamp(at_ns / NS, UTC)
-        return float(elevation(Observer(latitude, longitude), when))
+        return sun.elevation(latitude, longitude, at_ns / NS)
 
     # ------------------------------------------------------------------ judging
 
@@ -376,6 +374,8 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
         "nodes_silent": len(verdict.silent) if known else None,
         "silent_nodes": listed if known else None,
         "sun_elevation": facts.sun_elevation,
+        "faults": facts.faults,
+        "fault_panels": facts.fault_panels,
     }
     out = [lineproto.line(measurements.HEALTH, {}, health, facts.now_ns)]
     for n in verdict.silent:
@@ -385,6 +385,115 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
             "lag_min": round((facts.now_ns - n.last_ns) / NS_PER_MIN, 2),
             "last_ts_utc": iso_utc(n.last_ns)}, facts.now_ns))
     return "".join(line for line in out if line)
+
+
+# ------------------------------------------------------------------ panel faults (hourly)
+
+class PanelFaults:
+    """`tigo-execd faults` beside the minute checks, at most once per `every_s`: the analysis takes
+    seconds, so it runs as a child process whose JSON goes to a temporary file. The check loop only
+    looks whether the child has finished (`poll`, never a wait), so no check is delayed by it, and
+    uses the last finished result. Each new complete day of the result is written once as
+    `tigo_panel_day` lines (a restart rewrites the same points, which InfluxDB overwrites)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], every_s: float) -> None:
+        self.argv, self.env, self.every_s = argv, env, every_s
+        self.child: subprocess.Popen[bytes] | None = None
+        self.out: IO[bytes] | None = None
+        self.started = -math.inf
+        self.warns: list[dict[str, Any]] | None = None  # warn findings of the last finished run
+        self.day_lines = ""                              # tigo_panel_day lines not yet written
+        self.written_day: int | None = None
+
+    def tick(self) -> None:
+        """Collect a finished run (or end one that outlived its period); start the next when due."""
+        if self.child is not None and self.child.poll() is None and \
+                time.monotonic() - self.started >= max(self.every_s, MAX_FAULTS_S):
+            log.warn(f"watchdog: tigo-execd faults still runs after {max(self.every_s, MAX_FAULTS_S):.0f} s: "
+                     f"ended (is InfluxDB slow?)", key="faults_failed")
+            self.stop()
+        if self.child is not None and self.child.poll() is not None:
+            self._collect(self.child.returncode)
+        if self.child is None and self.every_s > 0 and time.monotonic() - self.started >= self.every_s:
+            self.started = time.monotonic()
+            self.out = tempfile.TemporaryFile()  # noqa: SIM115 - open until the child has finished
+            log.debug(f"watchdog: starting {' '.join(self.argv)}")
+            self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.out,
+                                          env=self.env)  # stderr: the watchdog's, the Telegraf log
+
+    def _collect(self, code: int) -> None:
+        assert self.out is not None
+        self.out.seek(0)
+        text = self.out.read()
+        self.out.close()
+        self.child = self.out = None
+        if code not in (exitcodes.OK, exitcodes.WARN):  # the child said why on stderr
+            log.warn(f"watchdog: tigo-execd faults exited {code}; keeping the previous panel faults",
+                     key="faults_failed")
+            return
+        try:
+            result = orjson.loads(text)
+            self.warns = [f for f in result["findings"] if f["severity"] == "warn"]
+            days: list[dict[str, Any]] = result["panel_days"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warn(f"watchdog: cannot read the output of tigo-execd faults: {exc}", key="faults_failed")
+            return
+        newest = max((d["time_s"] for d in days), default=None)
+        if newest is not None and newest != self.written_day:
+            self.written_day = newest
+            lines = (lineproto.line(measurements.PANEL_DAY, d["tags"], d["fields"], d["time_s"] * NS)
+                     for d in days if d["time_s"] == newest)
+            self.day_lines = "".join(line for line in lines if line)
+
+    def judge(self, verdict: Verdict, facts: Facts) -> Verdict:
+        """Fill the facts' fault fields; warn findings turn `healthy` into `panel_fault`."""
+        if self.warns is None:
+            return verdict
+        facts.faults = len(self.warns)
+        labels = [f"{_fault_label(f)} {f['kind']}" for f in self.warns]
+        facts.fault_panels = ", ".join(labels[:MAX_LISTED_NODES]) + (
+            f", +{len(labels) - MAX_LISTED_NODES} more" if len(labels) > MAX_LISTED_NODES else "")
+        if verdict.reason != "healthy" or not self.warns:
+            return verdict
+        listed = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+        return Verdict("panel_fault",
+                       f"{len(labels)} panel fault{'s' * (len(labels) != 1)} ({listed}); "
+                       f"{verdict.message} Run `tigo-execd faults` for the evidence and what to check "
+                       f"on the roof.")
+
+    def lines(self) -> str:
+        """The pending tigo_panel_day lines, once."""
+        out, self.day_lines = self.day_lines, ""
+        return out
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.terminate()
+            self.child.wait()
+
+
+def _fault_label(f: dict[str, Any]) -> str:
+    if f.get("node_id") is None:
+        return f"gateway {f['gateway_id']}"
+    ids = f"{f['gateway_id']}/{f['node_id']}"
+    name = f.get("panel") or f.get("barcode")
+    return f"{ids} ({name})" if name else ids
+
+
+def panel_faults(args: argparse.Namespace, s: Settings) -> PanelFaults:
+    """The hourly analysis with the watchdog's own settings; credentials go to the child through
+    its environment, never its command line."""
+    argv = [sys.executable, "-m", "tigo_execd", "faults", "--format", "json-days",
+            "--influx-url", s.influx.url, "--db", s.influx.db, "--rp", s.rp,
+            "--measurement", s.measurement, "--timeout", f"{s.influx.timeout:g}",
+            "--latitude", "" if s.latitude is None else repr(s.latitude),
+            "--longitude", "" if s.longitude is None else repr(s.longitude),
+            "--log-level", "warn"]
+    if args.now is not None:
+        argv += ["--now", iso_utc(args.now)]
+    env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
+    env.update({k: v for k, v in (("INFLUX_USER", s.influx.user), ("INFLUX_PASS", s.influx.password)) if v})
+    return PanelFaults(argv, env, args.faults_every_min * 60)
 
 
 def summary(verdict: Verdict, facts: Facts) -> str:
@@ -426,6 +535,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _not_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("watchdog", help="health check of the data flow (Telegraf inputs.execd, STDIN)",
                        description="Check that reports arrive in InfluxDB and say why not. Without "
@@ -454,16 +570,16 @@ def register(sub: Subparsers) -> None:
                    help="optimizers seen in this many days are expected to report (default: 7)")
     p.add_argument("--ingest-window-min", type=_positive, default=10.0, metavar="MIN",
                    help="window of tigo_ingest self-metrics looked at (default: 10)")
+    p.add_argument("--faults-every-min", type=_not_negative, default=60.0, metavar="MIN",
+                   help="run the panel-fault analysis (tigo-execd faults) at most this often, not with "
+                        "--once; 0 = never (default: 60)")
     p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    if (args.latitude is None) != (args.longitude is None):
-        raise ValueError("--latitude and --longitude go together")
-    if args.latitude is not None and not (-90 <= args.latitude <= 90 and -180 <= args.longitude <= 180):
-        raise ValueError("--latitude must be within -90..90 and --longitude within -180..180")
+    sun.check_location(args.latitude, args.longitude)
     if args.timeout <= 0:
         raise ValueError("--timeout must be a positive number of seconds")
     return Settings(influx.from_args(args), args.rp, args.measurement, args.ingest_measurement, args.latitude,
@@ -491,11 +607,17 @@ def main(args: argparse.Namespace) -> int:
         verdict, facts = check(settings, clock())
         print(summary(verdict, facts), flush=True)
         return CODES[verdict.status]
-    for _ in iter(sys.stdin.buffer.readline, b""):  # one check per "\n" from Telegraf, until EOF
-        verdict, facts = check(settings, clock())
-        try:
-            sys.stdout.write(health_lines(verdict, facts))
-            sys.stdout.flush()
-        except BrokenPipeError:
-            return exitcodes.OK
+    faults = panel_faults(args, settings)
+    try:
+        for _ in iter(sys.stdin.buffer.readline, b""):  # one check per "\n" from Telegraf, until EOF
+            faults.tick()
+            verdict, facts = check(settings, clock())
+            verdict = faults.judge(verdict, facts)
+            try:
+                sys.stdout.write(health_lines(verdict, facts) + faults.lines())
+                sys.stdout.flush()
+            except BrokenPipeError:
+                return exitcodes.OK
+    finally:
+        faults.stop()
     return exitcodes.OK

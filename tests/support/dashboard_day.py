@@ -114,6 +114,26 @@ def health_lines() -> list[str]:
     return out
 
 
+# the watchdog's daily tigo_panel_day for the first day (the day before "now"): every node, two with
+# fault kinds; and one of the day before, no longer current (the Panel faults table shows 2 days)
+PANEL_DAY = DAY0
+FAULTY = {("1", "3"): ("underperforming", 0.72), ("3", "10"): ("bypass_diode,hot", 0.66)}
+STALE_FAULT = ("2", "1")
+
+
+def panel_day_lines() -> list[str]:
+    out = []
+    for n in NODES:
+        kinds, ratio = FAULTY.get(n.key, ("", 1.0))
+        tags = "".join(f",{k}={v}" for k, v in (("barcode", n.barcode), ("gateway_id", n.gateway),
+                                                  ("node_id", n.node), ("panel", n.panel)) if v)
+        out.append(f'tigo_panel_day{tags} energy_kwh=1.5,energy_ratio={ratio},vin_ratio=1.0,'
+                   f'temp_delta_c=0.5,report_ratio=1.0,kinds="{kinds}" {PANEL_DAY * MS}')
+    out.append(f'tigo_panel_day,gateway_id={STALE_FAULT[0]},node_id={STALE_FAULT[1]} energy_kwh=1.0,'
+               f'energy_ratio=0.5,kinds="no_power" {(PANEL_DAY - 86400000) * MS}')
+    return out
+
+
 # ---- what the dashboard must show, computed directly from the reports ----
 
 def select(rs: list[Report], frm: int, to: int, keys: set[tuple[str, str]] | None = None) -> list[Report]:
