@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tigo_execd import exitcodes, influx, lineproto, measurements
+from tigo_execd import autoheal, exitcodes, influx, lineproto, measurements
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
@@ -357,8 +357,10 @@ def _diagnose(source: str, rows: list[dict[str, Any]], age: str, limit: float) -
     return None
 
 
-def health_lines(verdict: Verdict, facts: Facts) -> str:
-    """The `tigo_health` line and one `tigo_node_health` line per silent optimizer."""
+def health_lines(verdict: Verdict, facts: Facts,
+                 extra: dict[str, lineproto.Field | None] | None = None) -> str:
+    """The `tigo_health` line (plus `extra` fields) and one `tigo_node_health` line per silent
+    optimizer."""
     nodes, lag, last = facts.nodes, facts.lag_min(), facts.last_ns
     listed = ", ".join(n.label() for n in verdict.silent[:MAX_LISTED_NODES])
     if len(verdict.silent) > MAX_LISTED_NODES:
@@ -376,6 +378,7 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
         "nodes_silent": len(verdict.silent) if known else None,
         "silent_nodes": listed if known else None,
         "sun_elevation": facts.sun_elevation,
+        **(extra or {}),
     }
     out = [lineproto.line(measurements.HEALTH, {}, health, facts.now_ns)]
     for n in verdict.silent:
@@ -454,6 +457,7 @@ def register(sub: Subparsers) -> None:
                    help="optimizers seen in this many days are expected to report (default: 7)")
     p.add_argument("--ingest-window-min", type=_positive, default=10.0, metavar="MIN",
                    help="window of tigo_ingest self-metrics looked at (default: 10)")
+    autoheal.add_arguments(p)
     p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
@@ -491,10 +495,12 @@ def main(args: argparse.Namespace) -> int:
         verdict, facts = check(settings, clock())
         print(summary(verdict, facts), flush=True)
         return CODES[verdict.status]
+    healing = autoheal.from_args(args, settings.influx, settings.rp)
     for _ in iter(sys.stdin.buffer.readline, b""):  # one check per "\n" from Telegraf, until EOF
         verdict, facts = check(settings, clock())
+        extra = healing.after_check(verdict.reason, facts.now_ns) if healing else None
         try:
-            sys.stdout.write(health_lines(verdict, facts))
+            sys.stdout.write(health_lines(verdict, facts, extra))
             sys.stdout.flush()
         except BrokenPipeError:
             return exitcodes.OK
