@@ -2,7 +2,7 @@
 InfluxDB missed (an outage longer than Telegraf's buffer, a Telegraf restart while it was down).
 
 Layout: one directory (mode 0700, files 0600: it holds what the bus carries), one file per process
-start and per hour of the host clock, named `tigo-YYYYMMDDTHH-<start ns>.lp.gz`. A file is a series
+start and per hour of report times (UTC), named `tigo-YYYYMMDDTHH-<host clock ns>.lp.gz`. A file is a series
 of independent gzip members (`zcat` reads it); each member is one block of up to BLOCK_S seconds or
 BLOCK_BYTES of line protocol. Within a block every chunk is compressed with a sync flush and handed
 to the kernel at once, so a killed tigo-execd loses nothing it wrote to stdout, while the kernel
@@ -12,8 +12,10 @@ complete lines before it and skips the rest.
 
 The ingest never waits for or fails because of the journal: any OSError (full disk, read-only or
 vanished directory) stops it with a rate-limited W!; it tries again with a new file RETRY_S later.
-Retention: files older than `days` (by the hour in their name) and, beyond `max_bytes`, the oldest
-files are deleted whenever a new file starts; the file being written is never deleted.
+Retention: files whose reports are older than `days` (the hour in their name) and, beyond
+`max_bytes`, the oldest files are deleted whenever a new file starts; the file being written is
+never deleted. Files are named by their reports' times, not by the host clock, so a clock that
+was wrong for a while (a Pi before NTP) neither ages nor shelters the reports written meanwhile.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def default_dir() -> Path:
 
 
 def file_hour_ns(path: Path) -> int | None:
-    """The hour (host clock, UTC) a journal file was started in; None for a foreign name."""
+    """The hour (UTC) of a journal file's reports; None for a foreign name."""
     m = NAME.fullmatch(path.name)
     if not m:
         return None
@@ -80,7 +82,7 @@ class Journal:
         self.dir = directory
         self.days = days
         self.max_bytes = max_bytes
-        self.now_ns = now_ns  # the host clock names the files; tests move it
+        self.now_ns = now_ns  # makes file names unique; tests move it
         self.monotonic = monotonic
         self.fd: int | None = None
         self.path: Path | None = None
@@ -99,9 +101,9 @@ class Journal:
                 return
             self._off_until = 0.0
         try:
-            now = self.now_ns()
-            if now // HOUR_NS != self._hour or self.fd is None:
-                self._open(now)
+            hour = self._hour_of(data)
+            if hour != self._hour or self.fd is None:
+                self._open(hour)
             elif (self._block_bytes >= BLOCK_BYTES
                   or self.monotonic() - self._block_start >= BLOCK_S):
                 self._end_block()
@@ -113,6 +115,15 @@ class Journal:
             self._write(z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))
         except OSError as exc:
             self._fail(exc)
+
+    def _hour_of(self, data: bytes) -> int:
+        """The hour of the chunk's last report time (live: all of its reports): files are kept
+        and pruned by the times InfluxDB has, whatever the host clock said when they were made."""
+        end = len(data) - 1
+        try:
+            return int(data[data.rfind(b" ", 0, end) + 1:end]) // HOUR_NS
+        except ValueError:
+            return self.now_ns() // HOUR_NS
 
     def close(self) -> None:
         """Finish the open block (its CRC) and the file; at shutdown."""
@@ -138,20 +149,21 @@ class Journal:
             z, self._z = self._z, None
             self._write(z.flush(zlib.Z_FINISH))
 
-    def _open(self, now: int) -> None:
-        """A new file for this hour (or after a clock jump, a restart or an error), then prune."""
+    def _open(self, hour: int) -> None:
+        """A new file for this hour of reports (or after a restart or an error), then prune."""
         self.close()
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H", time.gmtime(now // NS))
-        path = self.dir / f"tigo-{stamp}-{now}.lp.gz"
+        stamp = time.strftime("%Y%m%dT%H", time.gmtime(hour * 3600))
+        path = self.dir / f"tigo-{stamp}-{self.now_ns()}.lp.gz"
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
                           0o600)
-        self.path, self._hour = path, now // HOUR_NS
+        self.path, self._hour = path, hour
         log.debug(f"journal: writing {path}")
-        self.prune(now)
+        self.prune((hour + 1) * HOUR_NS)
 
     def prune(self, now: int) -> None:
-        """Delete files older than `days` and, beyond `max_bytes`, the oldest ones."""
+        """Delete files older than `days` before `now` (the newest report time) and, beyond
+        `max_bytes`, the oldest ones."""
         files = [p for p in journal_files(self.dir) if p != self.path]
         cutoff = now - int(self.days * 24 * HOUR_NS)
         sizes: list[tuple[Path, int]] = []
