@@ -11,6 +11,7 @@ finished (`heal_last`) and how many reports the heals of this watchdog restored 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +32,14 @@ UNREACHED = {"influx_unreachable", "influx_auth_failed"}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--journal", default="auto", metavar="DIR",
                    help="heal InfluxDB from this journal of `tigo-execd run` while checking; "
-                        f"'auto' = {journal.default_dir()} when it exists; 'off' = never "
-                        "(default: auto)")
+                        "'auto' = $STATE_DIRECTORY/journal when the service has a state directory "
+                        "holding one; 'off' = never (default: auto)")
 
 
 def from_args(args: argparse.Namespace, client: Influx, rp: str) -> AutoHeal | None:
-    """The automatic heal `--journal` asks for, None when off or when there is no journal."""
-    if args.journal == "off":
+    """The automatic heal `--journal` asks for, None when off or when there is no journal.
+    `auto` looks only in a systemd state directory: a watchdog run by hand heals nothing unasked."""
+    if args.journal == "off" or (args.journal == "auto" and not os.environ.get("STATE_DIRECTORY")):
         return None
     directory = journal.default_dir() if args.journal == "auto" else Path(args.journal)
     if not directory.is_dir():

@@ -225,7 +225,10 @@ def summary(result: Result, directory: Path, db: str, dry_run: bool) -> str:
             if result.first_ns is not None and result.last_ns is not None else "")
     torn = f", {result.torn} with a torn end (power loss; their complete lines count)" \
         if result.torn else ""
-    out = [f"journal {directory}: {result.files} files{torn}, {result.journal_reports} reports{span}",
+    skipped = f" ({result.unreadable} lines that are not power reports skipped)" \
+        if result.unreadable else ""
+    out = [f"journal {directory}: {result.files} files{torn}, {result.journal_reports} reports{span}"
+           f"{skipped}",
            f"compared {result.keys} optimizer-hours with InfluxDB database '{db}': "
            f"{len(result.missing)} hours lack reports"]
     for (name, hour), n in sorted(result.missing.items()):
