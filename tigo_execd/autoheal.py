@@ -42,11 +42,8 @@ def from_args(args: argparse.Namespace, client: Influx, rp: str) -> AutoHeal | N
     if args.journal == "off" or (args.journal == "auto" and not os.environ.get("STATE_DIRECTORY")):
         return None
     directory = journal.default_dir() if args.journal == "auto" else Path(args.journal)
-    if not directory.is_dir():
-        if args.journal != "auto":
-            log.warn(f"watchdog: no journal at {directory}: nothing will be healed")
-        return None
-    log.info(f"watchdog: healing InfluxDB from the journal {directory} after outages")
+    log.info(f"watchdog: healing InfluxDB from the journal {directory} after outages"
+             f"{'' if directory.is_dir() else ' (once tigo-execd run has started it)'}")
     own = Influx(client.url, client.db, client.user, client.password, timeout=TIMEOUT_S)
     return AutoHeal(Healer(directory, own, rp))
 
@@ -67,7 +64,8 @@ class AutoHeal:
         self.checks += 1
         if not reached:
             self._pass = None  # InfluxDB is gone: start afresh once it is back
-        elif self._pass is None and (not self._reached or self.checks % EVERY_CHECKS == 1):
+        elif self._pass is None and (not self._reached or self.checks % EVERY_CHECKS == 1) \
+                and self.healer.dir.is_dir():  # the data instance may not have written yet
             self._result = Result()
             since = now_ns - int(journal.DEFAULT_DAYS * 24 * HOUR_NS)
             self._pass = self.healer.steps(since, now_ns - SETTLE_NS, self._result)
