@@ -123,7 +123,6 @@ bind-address = "127.0.0.1:{rpc}"
         """An outage: influxd stops, its data stays for resume()."""
         self.proc.terminate()
         self.proc.wait(30)
-        self.log.close()
 
     def resume(self) -> None:
         """influxd again, on the same port with the same data."""
