@@ -37,6 +37,7 @@ NAME = re.compile(r"tigo-(\d{8}T\d{2})-(\d+)\.lp\.gz")  # anything else in the d
 HOUR_NS = 3600 * NS
 BLOCK_S = 300.0          # a gzip member (with its CRC) is closed at least this often
 BLOCK_BYTES = 1 << 20   # ... or after this much line protocol
+LEVEL = 1                # zlib's fastest: 25% more bytes than level 6, 2.5 times the speed
 RETRY_S = 60.0           # after a write error, the journal stays off this long
 DEFAULT_DAYS = 14.0
 DEFAULT_MAX_MB = 256.0
@@ -109,7 +110,7 @@ class Journal:
                 self._end_block()
             z = self._z
             if z is None:
-                z = self._z = zlib.compressobj(6, zlib.DEFLATED, 31)
+                z = self._z = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)
                 self._block_start, self._block_bytes = self.monotonic(), 0
             self._block_bytes += len(data)
             self._write(z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))
