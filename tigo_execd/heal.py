@@ -215,7 +215,13 @@ class Healer:
 
     def _write(self, batch: list[bytes], result: Result) -> None:
         if not self.dry_run:
-            self.client.write(b"\n".join(batch) + b"\n", self.rp or None)
+            try:
+                self.client.write(b"\n".join(batch) + b"\n", self.rp or None)
+            except InfluxError as exc:
+                if "partial write" not in str(exc):
+                    raise
+                # e.g. points older than the retention policy keeps: the others were written
+                log.warn(f"heal: InfluxDB kept only part of a batch: {exc}", key="heal-partial")
         result.written += len(batch)
 
 
