@@ -114,10 +114,14 @@ def _limit_file_size() -> None:
 
 def test_full_disk_stops_the_journal_never_the_ingest(tmp_path):
     """A file size limit stands in for a full disk: every report still reaches stdout, one W!."""
-    proc = run_child(tmp_path, "--journal", str(tmp_path / "j"), count=200, preexec=_limit_file_size)
+    proc = run_child(tmp_path, "--journal", str(tmp_path / "j"), "--stats-interval", "3600", count=200,
+                     preexec=_limit_file_size)
     out, err = finish_after(proc, 200)
     assert proc.returncode == 0
-    assert out.count(b"\n") == 200
+    *out_lines, stats = out.splitlines(keepends=True)
+    out = b"".join(out_lines)
+    assert out.count(b"\n") == 200 and b"tigo_ingest" not in out
+    assert b"journal_errors=1i" in stats  # the one failure, said in the self-metrics too
     warnings = [x for x in err.decode().splitlines() if "journal stopped, ingest goes on" in x]
     assert len(warnings) == 1 and warnings[0].startswith("W! journal "), err
     [path] = journal_files(tmp_path / "j")

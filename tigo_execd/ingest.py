@@ -326,6 +326,8 @@ class Ingest:
         }
         if self.converter.time_check is not None:
             fields["reports_clock_rejected"] = c.reports_clock_rejected
+        if self.journal:
+            fields["journal_errors"] = self.journal.errors
         if self.clock:
             fields.update(self.clock.fields())
         text = lineproto.line(measurements.INGEST, {"source": self.source.name}, fields, time.time_ns())
