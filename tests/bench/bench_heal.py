@@ -5,7 +5,9 @@ A day of 24 optimizers (one report each per 20 s: 103,680 reports, realistic val
 converter's own lines) is journaled the way `run` journals a live bus: one append per report,
 each compressed with a sync flush and handed to the kernel. Printed: journal bytes per day, bytes
 per report, appends per day. Then `tigo-execd heal` restores the whole day into an empty database
-of a fresh influxd (reports/s, peak RSS), and runs again (nothing to do: its time and RSS).
+of a fresh influxd (reports/s, peak RSS), and runs again (nothing to do: its time and RSS); last,
+the steps the watchdog runs between its checks are timed one by one (all lost, then nothing to do
+with the files already summarised).
 
     python3 tests/bench/bench_heal.py [--panels 24] [--hours 24]
 """
@@ -31,6 +33,8 @@ for _path in (str(ROOT), str(ROOT / "tests")):
 from support.servers import InfluxServer  # noqa: E402
 from tigo_execd.barcode import address_to_barcode  # noqa: E402
 from tigo_execd.convert import Converter  # noqa: E402
+from tigo_execd.heal import Healer, Result  # noqa: E402
+from tigo_execd.influx import Influx  # noqa: E402
 from tigo_execd.journal import Journal  # noqa: E402
 from tigo_execd.registry import Registry  # noqa: E402
 
@@ -107,6 +111,26 @@ def main() -> None:
             seconds, rss, out = heal(influx, directory, now_s)
             assert "nothing to do" in out, out
             print(f"heal (again):    {seconds:.1f} s, nothing to do, peak RSS {rss:.1f} MB")
+            influx.raw_query('DROP DATABASE "bench"')
+            influx.raw_query('CREATE DATABASE "bench"')
+            healer = Healer(directory, Influx(influx.url, "bench", timeout=2.0))
+            for what in ("all lost", "nothing to do"):
+                steps = slices(healer, now_s)
+                print(f"watchdog slices ({what}): {len(steps)} steps, longest {max(steps):.3f} s, "
+                      f"{sum(steps):.2f} s in all")
+
+
+def slices(healer: Healer, now_s: int) -> list[float]:
+    """Seconds of each step of one heal pass, as the watchdog runs them between its checks."""
+    steps, result = [], Result()
+    work = healer.steps(0, now_s * NS, result)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            next(work)
+        except StopIteration:
+            return steps
+        steps.append(time.perf_counter() - t0)
 
 
 if __name__ == "__main__":
