@@ -98,6 +98,7 @@ class Healer:
     def steps(self, since_ns: int, until_ns: int, result: Result) -> Iterator[None]:
         """The heal of [since, until) in small steps; InfluxError ends it."""
         since_ns -= since_ns % HOUR_NS
+        self._distinct = {k: v for k, v in self._distinct.items() if k[1] >= since_ns}
         counts: dict[Key, int] = defaultdict(int)
         files_of: dict[Key, list[Path]] = defaultdict(list)
         files = journal.journal_files(self.dir)
@@ -127,8 +128,10 @@ class Healer:
             by_hour[key[0], key[1]].append(key)
         for hour in sorted(by_hour):
             yield from self._restore(by_hour[hour], files_of, counts, stored, until_ns, result)
-        # ROLLUP HOOK: result.healed_hours are the (measurement, hour) pairs that gained reports;
-        # rollups of those hours (and the days holding them) are to be recomputed here.
+        # ROLLUP HOOK: result.healed_hours are the (measurement, hour) pairs that gained reports.
+        # The rollup CQs recompute only their RESAMPLE ... FOR window (the last 1 h of 5-minute
+        # buckets, 3 h of 1-hour buckets), so older healed hours need `tigo-execd rollup`'s
+        # backfill over them here (both resolutions: the 1 h energy is summed from the 5 min).
 
     def _summary(self, path: Path, until_ns: int, result: Result) -> dict[Key, int]:
         try:
