@@ -86,10 +86,17 @@ def test_live_source_journals_by_default_under_the_state_directory(tmp_path):
     assert b"I! journal: keeping every report in " in err
 
 
-def test_journal_off_and_demo_keep_nothing(tmp_path):
+def test_journal_off_a_file_and_the_demo_keep_nothing(tmp_path):
     proc = run_child(tmp_path, "--journal", "off", count=5, env={"STATE_DIRECTORY": str(tmp_path / "s")})
     finish_after(proc, 5)
     assert not (tmp_path / "s" / "journal").exists()
+    backfill = subprocess.run(tigo_execd_argv("run", "--jsonl", str(taptap_lines(tmp_path, 5)),
+                                              "--stats-interval", "0", "--clock-check", "off"),
+                              capture_output=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": os.getcwd(),
+                                   "STATE_DIRECTORY": str(tmp_path / "s")})
+    assert backfill.returncode == 0 and backfill.stdout.count(b"\n") == 5
+    assert not (tmp_path / "s" / "journal").exists()  # auto: a file can be read again
     demo = subprocess.run(tigo_execd_argv("run", "--demo", "--journal", str(tmp_path / "d"),
                                           "--stats-interval", "0"), capture_output=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=60)
