@@ -16,7 +16,8 @@ from tigo_execd import __version__, exitcodes
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
-               "ports": "ports", "doctor": "doctor", "faults": "faults", "rollup": "rollup"}
+               "ports": "ports", "doctor": "doctor", "faults": "faults", "rollup": "rollup",
+               "heal": "heal"}
 
 
 class Parser(argparse.ArgumentParser):

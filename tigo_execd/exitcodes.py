@@ -9,6 +9,7 @@ from __future__ import annotations
 OK = 0           # success; a check: OK, nothing failed
 WARN = 1         # a check: WARN (watchdog --once), something failed (doctor)
 CRIT = 2         # a check: CRIT (watchdog --once)
+INFLUX_DOWN = 2  # heal: InfluxDB cannot be reached now, nothing more was written: run it again later
 USAGE = 64       # EX_USAGE: bad command line or settings (never a health verdict)
 DATAERR = 65     # EX_DATAERR: the input is not what it must be (barcode check digit)
 NOINPUT = 66     # EX_NOINPUT: an input cannot be opened (run: --jsonl/--replay file, the taptap program)

@@ -160,14 +160,16 @@ def target(rp: str, measurement: str) -> str:
     return f"{ident(rp)}.{ident(measurement)}" if rp else ident(measurement)
 
 
-def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
-    """The options every command that reads InfluxDB shares (credentials: environment only)."""
+def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, measurement: bool = True) -> None:
+    """The options every command that reads InfluxDB shares (credentials: environment only);
+    `heal` has no --measurement (each journal line names its own)."""
     p.add_argument("--influx-url", default="http://127.0.0.1:8086",
                    help="InfluxDB 1.x base URL (default: http://127.0.0.1:8086)")
     p.add_argument("--db", default="bms", help="database (default: bms)")
     p.add_argument("--rp", default="", help="retention policy (default: the database's default)")
-    p.add_argument("--measurement", default=measurements.POWER_REPORT,
-                   help=f"measurement of the power reports (default: {measurements.POWER_REPORT})")
+    if measurement:
+        p.add_argument("--measurement", default=measurements.POWER_REPORT,
+                       help=f"measurement of the power reports (default: {measurements.POWER_REPORT})")
     p.add_argument("--timeout", type=float, default=timeout, metavar="S",
                    help=f"HTTP timeout per InfluxDB query in seconds (default: {timeout:g})")
 

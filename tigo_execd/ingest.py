@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tigo_execd import bridge, exitcodes, lineproto, measurements
+from tigo_execd import bridge, exitcodes, journal, lineproto, measurements
 from tigo_execd.capture import ReplayFile
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
 from tigo_execd.convert import Converter
 from tigo_execd.identity import Identity, state_path
 from tigo_execd.identity import add_arguments as add_identity_arguments
+from tigo_execd.journal import Journal
 from tigo_execd.log import log
 from tigo_execd.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
 from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
@@ -64,6 +65,16 @@ def register(sub: Subparsers) -> None:
                         "that taptap dates by this host's clock (all but --jsonl and --demo) "
                         f"(default: {CLOCK_CHECK_DEFAULT})")
     add_identity_arguments(p)
+    p.add_argument("--journal", default="auto", metavar="DIR",
+                   help="also keep every power report in this directory, for `tigo-execd heal`; "
+                        "'off' = no journal; 'auto' = the state directory's journal "
+                        f"({journal.default_dir()}) for live sources (--taptap-cmd, --serial, "
+                        "--tcp), none otherwise; never with --demo (default: auto)")
+    p.add_argument("--journal-days", type=float, default=journal.DEFAULT_DAYS, metavar="N",
+                   help=f"delete journal files older than N days (default: {journal.DEFAULT_DAYS:g})")
+    p.add_argument("--journal-max-mb", type=float, default=journal.DEFAULT_MAX_MB, metavar="MB",
+                   help="beyond this size the oldest journal files are deleted "
+                        f"(default: {journal.DEFAULT_MAX_MB:g})")
     add_log_level(p)
     p.set_defaults(func=main)
 
@@ -113,6 +124,10 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--stats-interval must be 0 (off) or a positive number of seconds")
         if not args.max_buffer_mb > 0:
             raise ValueError("--max-buffer-mb must be a positive number of MiB")
+        if not (args.journal_days > 0 and args.journal_max_mb > 0):
+            raise ValueError("--journal-days and --journal-max-mb must be positive numbers")
+        if not args.journal.strip():
+            raise ValueError("--journal is empty: give a directory, 'auto' or 'off'")
         source = make_source(args)
     except ValueError as exc:
         log.error(str(exc))
@@ -133,7 +148,36 @@ def main(args: argparse.Namespace) -> int:
         converter.time_check, clock = TimeCheck(), ClockWatch()
     source.watch_reports(lambda: converter.counters.reports)
     output = Output(max_bytes=int(args.max_buffer_mb * MB), drop=not can_wait(source))
-    return asyncio.run(Ingest(source, converter, args.stats_interval, identity, output, clock).run())
+    return asyncio.run(Ingest(source, converter, args.stats_interval, identity, output, clock,
+                              make_journal(args, source)).run())
+
+
+def make_journal(args: argparse.Namespace, source: Source) -> Journal | None:
+    """The journal `--journal` asks for: `auto` keeps one for live sources only (a file or a
+    replay can be read again; the demo's made-up reports must never be healed into a database)."""
+    if args.journal == "off":
+        return None
+    if args.demo:
+        if args.journal != "auto":
+            log.info("--demo keeps no journal: its reports are made up")
+        return None
+    if args.journal == "auto":
+        if not is_live(source):
+            return None
+        directory = journal.default_dir()
+    else:
+        directory = Path(args.journal)
+    log.info(f"journal: keeping every report in {directory} ({args.journal_days:g} days, at most "
+             f"{args.journal_max_mb:g} MiB), for `tigo-execd heal`")
+    return Journal(directory, args.journal_days, int(args.journal_max_mb * MB))
+
+
+def is_live(source: Source) -> bool:
+    """A bus read now (taptap's command, a serial adapter, a TCP converter): what is not kept
+    now is gone."""
+    if isinstance(source, bridge.BridgeSource):
+        return not isinstance(source.feed, ReplayFile)
+    return isinstance(source, TaptapSource)
 
 
 def dated_here(source: Source) -> bool:
@@ -156,8 +200,9 @@ class Ingest:
 
     def __init__(self, source: Source, converter: Converter, stats_interval: float,
                  identity: Identity | None = None, output: Output | None = None,
-                 clock: ClockWatch | None = None) -> None:
+                 clock: ClockWatch | None = None, journal: Journal | None = None) -> None:
         self.source = source
+        self.journal = journal
         self.identity = identity
         self.converter = converter
         self.stats_interval = stats_interval
@@ -204,6 +249,8 @@ class Ingest:
             self.out.write(self._stats_line(), report=False)
         if self.identity:
             self.identity.close()
+        if self.journal:
+            self.journal.close()
         await self.out.close(max(0.1, EXIT_BUDGET - 0.1 - (time.monotonic() - stopping)))
         log.report_suppressed()
         return exitcodes.OK
@@ -220,13 +267,19 @@ class Ingest:
                 self._drop_long_line()
             out = convert(lines)
             if out:
-                self.out.write(out.encode())
+                self._emit(out.encode())
                 await self.out.drain()  # returns at once unless the source can wait
             if self.out.closed.is_set():
                 return
         if self._partial and not self._discarding:
-            self.out.write(convert([self._partial]).encode())
+            self._emit(convert([self._partial]).encode())
         self._check_jsonl_read()
+
+    def _emit(self, data: bytes) -> None:
+        """Power reports to the journal first (what Telegraf got, the journal has), then stdout."""
+        if self.journal and data:
+            self.journal.append(data)
+        self.out.write(data)
 
     def _check_jsonl_read(self) -> None:
         """A --jsonl input that held lines but not one report is most likely a raw capture."""
@@ -273,6 +326,8 @@ class Ingest:
         }
         if self.converter.time_check is not None:
             fields["reports_clock_rejected"] = c.reports_clock_rejected
+        if self.journal:
+            fields["journal_errors"] = self.journal.errors
         if self.clock:
             fields.update(self.clock.fields())
         text = lineproto.line(measurements.INGEST, {"source": self.source.name}, fields, time.time_ns())

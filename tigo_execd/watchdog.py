@@ -43,7 +43,7 @@ from typing import IO, Any
 
 import orjson
 
-from tigo_execd import exitcodes, influx, lineproto, measurements, sun
+from tigo_execd import autoheal, exitcodes, influx, lineproto, measurements, sun
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
@@ -355,8 +355,10 @@ def _diagnose(source: str, rows: list[dict[str, Any]], age: str, limit: float) -
     return None
 
 
-def health_lines(verdict: Verdict, facts: Facts) -> str:
-    """The `tigo_health` line and one `tigo_node_health` line per silent optimizer."""
+def health_lines(verdict: Verdict, facts: Facts,
+                 extra: dict[str, lineproto.Field | None] | None = None) -> str:
+    """The `tigo_health` line (plus `extra` fields) and one `tigo_node_health` line per silent
+    optimizer."""
     nodes, lag, last = facts.nodes, facts.lag_min(), facts.last_ns
     listed = ", ".join(n.label() for n in verdict.silent[:MAX_LISTED_NODES])
     if len(verdict.silent) > MAX_LISTED_NODES:
@@ -376,6 +378,7 @@ def health_lines(verdict: Verdict, facts: Facts) -> str:
         "sun_elevation": facts.sun_elevation,
         "faults": facts.faults,
         "fault_panels": facts.fault_panels,
+        **(extra or {}),
     }
     out = [lineproto.line(measurements.HEALTH, {}, health, facts.now_ns)]
     for n in verdict.silent:
@@ -573,6 +576,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--faults-every-min", type=_not_negative, default=60.0, metavar="MIN",
                    help="run the panel-fault analysis (tigo-execd faults) at most this often, not with "
                         "--once; 0 = never (default: 60)")
+    autoheal.add_arguments(p)
     p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
@@ -608,13 +612,15 @@ def main(args: argparse.Namespace) -> int:
         print(summary(verdict, facts), flush=True)
         return CODES[verdict.status]
     faults = panel_faults(args, settings)
+    healing = autoheal.from_args(args, settings.influx, settings.rp)
     try:
         for _ in iter(sys.stdin.buffer.readline, b""):  # one check per "\n" from Telegraf, until EOF
             faults.tick()
             verdict, facts = check(settings, clock())
             verdict = faults.judge(verdict, facts)
+            extra = healing.after_check(verdict.reason, facts.now_ns) if healing else None
             try:
-                sys.stdout.write(health_lines(verdict, facts) + faults.lines())
+                sys.stdout.write(health_lines(verdict, facts, extra) + faults.lines())
                 sys.stdout.flush()
             except BrokenPipeError:
                 return exitcodes.OK

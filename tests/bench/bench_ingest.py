@@ -81,13 +81,15 @@ def timed(argv: list[str], stdin_path: Path | None = None) -> tuple[float, float
     return elapsed, usage.ru_maxrss / 1024, size
 
 
-def latency(samples: int) -> list[float]:
-    """Seconds from a taptap line written to its converted line read from tigo-execd's stdout."""
+def latency(samples: int, journal: bool) -> list[float]:
+    """Seconds from a taptap line written to its converted line read from tigo-execd's stdout
+    (with `journal`, the journal is on, as for a live source under Telegraf)."""
     tmp = Path(tempfile.mkdtemp())
     fifo = tmp / "taptap.fifo"
     os.mkfifo(fifo)
     argv = [sys.executable, "-m", "tigo_execd", "run", "--taptap-cmd", f"cat {fifo}",
-            "--stats-interval", "0", "--state-file", ""]
+            "--stats-interval", "0", "--state-file", "",
+            "--journal", str(tmp / "journal") if journal else "off"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = []
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-samples", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=7, help="runs of each, best taken")
+    parser.add_argument("--journal", action="store_true",
+                        help="also time `run --journal DIR` (the journal on) and measure latency with it")
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per line with valgrind (about 2 minutes)")
     args = parser.parse_args()
@@ -154,16 +158,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
         make_events(path, args.events)
-        floor, conv = [], []
-        for _ in range(args.rounds):  # interleaved, so both see the same machine
+        floor, conv, journaled = [], [], []
+        run = [sys.executable, "-m", "tigo_execd", "run", "--jsonl", str(path), "--stats-interval",
+               "0", "--state-file", ""]
+        for i in range(args.rounds):  # interleaved, so all see the same machine
             floor.append(timed([sys.executable, "-c", FLOOR], path))
-            conv.append(timed([sys.executable, "-m", "tigo_execd", "run", "--jsonl", str(path),
-                               "--stats-interval", "0", "--state-file", ""]))
+            conv.append(timed(run))
+            if args.journal:
+                journaled.append(timed([*run, "--journal", str(Path(tmp) / f"journal{i}")]))
         floor_s, floor_rss, _ = min(floor)
         conv_s, _, size = min(conv)
         conv_rss = max(r for _, r, _ in conv)
         counted = instructions(path, args.events) if args.instructions else None
-    lat = latency(args.latency_samples)
+    lat = latency(args.latency_samples, args.journal)
     n = args.events
     print(f"events:             {n} (best of {args.rounds} interleaved runs each)")
     print(f"floor (read+loads): {n / floor_s:10.0f} events/s  ({floor_s:.2f} s, peak RSS {floor_rss:.1f} MB)")
@@ -172,7 +179,12 @@ def main() -> None:
     print(f"ratio:              {floor_s / conv_s:.2f}x of the floor (required >= 0.25x); "
           f"round by round {pairs[0]:.2f}-{pairs[-1]:.2f}x, median {statistics.median(pairs):.2f}x")
     print(f"peak RSS:           {conv_rss:.1f} MB (required < 40 MB)")
-    print(f"latency one report: median {statistics.median(lat) * 1e3:.1f} ms, "
+    if journaled:
+        j_s, _, _ = min(journaled)
+        print(f"with --journal:     {n / j_s:10.0f} events/s  ({j_s:.2f} s, {conv_s / j_s:.2f}x of run "
+              f"without; peak RSS {max(r for _, r, _ in journaled):.1f} MB)")
+    print(f"latency one report{' (journal on)' if args.journal else ''}: "
+          f"median {statistics.median(lat) * 1e3:.1f} ms, "
           f"max {max(lat) * 1e3:.1f} ms over {len(lat)} (required < 50 ms)")
     if counted:
         print(f"instructions/line:  floor {counted['floor']:,.0f}, tigo-execd "

@@ -113,11 +113,22 @@ bind-address = "127.0.0.1:{rpc}"
   enabled = {str(cq_interval is not None).lower()}
   run-interval = "{cq_interval or '1s'}"
 """)
-        self._spawn([_binary("influxd", ("/usr/bin/influxd",)), "-config", str(conf)])
+        self.argv = [_binary("influxd", ("/usr/bin/influxd",)), "-config", str(conf)]
+        self._spawn(self.argv)
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_ready(self._ping, 30)
         if auth:
             self.raw_query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES")
+
+    def pause(self) -> None:
+        """An outage: influxd stops, its data stays for resume()."""
+        self.proc.terminate()
+        self.proc.wait(30)
+
+    def resume(self) -> None:
+        """influxd again, on the same port with the same data."""
+        self._spawn(self.argv)
+        self._wait_ready(self._ping, 30)
 
     def _ping(self) -> bool:
         try:
