@@ -16,7 +16,8 @@ from tigo_execd import __version__, exitcodes
 from tigo_execd.log import LEVELS, install_excepthook, log
 
 SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
-               "ports": "ports", "doctor": "doctor"}
+               "ports": "ports", "doctor": "doctor",
+               "homeassistant": "ha_discovery"}
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,3 +7,5 @@ POWER_REPORT = "tigo_power_report"  # one line per optimizer report (`run`; its 
 INGEST = "tigo_ingest"              # `run`'s self-metrics
 HEALTH = "tigo_health"              # the watchdog's verdict, one line per check
 NODE_HEALTH = "tigo_node_health"    # the watchdog: one line per silent optimizer
+HA_CONFIG = "tigo_ha_config"        # `homeassistant`: one discovery config per entity (to MQTT only)
+HA_STATE = "tigo_ha_state"          # `homeassistant`: one state per panel and for the site (MQTT only)
