@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import os
 import re
 import subprocess
 import threading
 import time
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from test_dashboard import resolve_variables
 
-from support import ha_venv
+from support import ha_venv, telegraf_mqtt
 from support import telegraf_harness as th
-from support import telegraf_mqtt
 from support.dashboard_grafana import Range, all_panels, interpolate, load
 from support.paths import ROOT
 from support.proc import tigo_execd_argv
-from support.servers import MosquittoServer
+from support.servers import MosquittoServer, free_port
 from support.wait import wait_until
-from test_dashboard import resolve_variables
 from tigo_execd import lineproto
 
 CONF = ROOT / "telegraf" / "tigo-health.conf"
@@ -88,7 +90,7 @@ def run_once(env: dict[str, str], *extra: str) -> list[th.Metric]:
     done = subprocess.run(argv, capture_output=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env})
     assert done.returncode == 0, done.stderr
-    assert not [l for l in done.stderr.decode().splitlines() if not l[:3] in ("I! ", "D! ")]
+    assert not [l for l in done.stderr.decode().splitlines() if l[:3] not in ("I! ", "D! ")]
     return [th.parse_line(l) for l in done.stdout.decode().splitlines()]
 
 
@@ -121,6 +123,7 @@ def valid_state(config: dict[str, Any], component: str, value: str) -> bool:
     return bool(value)
 
 
+@pytest.mark.timeout(1500)  # the first run on a machine makes Home Assistant's venv (minutes)
 def test_discovery_validates_in_home_assistant_and_every_template_renders(influx_db, tmp_path):
     load_demo(influx_db, tmp_path)
     env = ha_env(influx_db, f"t{os.getpid()}a")
@@ -158,6 +161,20 @@ def test_discovery_validates_in_home_assistant_and_every_template_renders(influx
         assert devices[f"tigo_{gateway}_{node}"]["name"] == (name if name.strip() else
                                                               devices[f"tigo_{gateway}_{node}"]["sn"])
     assert devices["tigo_4610_2"]["via_device"] == "tigo_site"
+
+
+@pytest.mark.timeout(1500)
+def test_the_home_assistant_checker_rejects_what_home_assistant_would():
+    good = {"name": "P", "uniq_id": "x", "stat_t": "t", "dev": {"ids": "d", "name": "D"}}
+    result = ha_venv.check([
+        {"topic": "good", "component": "sensor", "payload": good},
+        {"topic": "class", "component": "sensor", "payload": {**good, "dev_cla": "pwr"}},
+        {"topic": "typo", "component": "sensor", "payload": {**good, "stat_cls": "measurement"}},
+        {"topic": "dev", "component": "sensor", "payload": {**good, "dev": {"ids": "d", "mfr": "x"}}},
+        {"topic": "binary", "component": "binary_sensor", "payload": {**good, "unit_of_meas": "W"}},
+    ], [{"template": "{{ value_json.a | default('None') }}", "payload": '{"b": 1}'}])
+    assert [e.split(":")[0] for e in result["errors"]] == ["class", "typo", "dev", "binary"]
+    assert result["rendered"] == ["None"]
 
 
 def test_night_reads_zero_and_a_panel_silent_by_day_is_unavailable(influx_db):
@@ -231,6 +248,20 @@ def test_energy_today_is_the_dashboards(influx_db, tmp_path):
         states = later
 
 
+def test_environment_cannot_change_the_payload_expressions():
+    """Telegraf substitutes $name in conf strings when such a variable exists: the two HA outputs'
+    JSONata has no `$` at all, so even variables named like JSONata's words leave it alone."""
+    words = {w: "X" for w in ("fields", "merge", "each", "sift", "v", "k", "name", "tags", "topic")}
+    env = {"PATH": os.environ["PATH"], **words}
+    loaded = [p.options for p in th.load_config(config=CONF, env=env).outputs
+              if p.kind == "outputs.mqtt" and p.options["namepass"][0].startswith("tigo_ha_")]
+    raw = [t for t in tomllib.loads(CONF.read_text())["outputs"]["mqtt"]
+           if t["namepass"][0].startswith("tigo_ha_")]
+    assert [o["json_transformation"] for o in loaded] == [t["json_transformation"] for t in raw]
+    assert all("$" not in t["json_transformation"] and t["layout"] == "non-batch" and t["qos"] == 1
+               and t["retain"] for t in raw)
+
+
 def test_discovery_off_and_bad_settings(influx_db):
     env = ha_env(influx_db, f"t{os.getpid()}d", HA_DISCOVERY_PREFIX="")
     metrics = run_once(env)
@@ -273,11 +304,11 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
     """The demo day in InfluxDB, local midnight 40 s ahead (TZ): configs and states are retained
     at the first gather, energy today drops to 0 exactly once, at midnight."""
     load_demo(influx_db, tmp_path)
-    midnight = time.time() + 40
+    midnight = time.time() + 20
     base = f"t{os.getpid()}e"
     env = {**ha_env(influx_db, base, TZ=tz_with_midnight_at(int(midnight))),
            "TIGO_EXECD": str(tigo_execd_bin), "MQTT_SERVER": f"tcp://127.0.0.1:{mosquitto.port}"}
-    site_topic = f"{base}/tigo/site"
+    site_topic, health_topic = f"{base}/tigo/site", f"{base}/tigo/health"
     watcher = Retained(mosquitto.port, f"{base}/#")
 
     async def run() -> None:
@@ -292,13 +323,12 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
             assert first["energy_kwh"] > 5
             while time.time() < midnight + 2:
                 await asyncio.sleep(0.5)
-            for _ in range(2):
+            for topic in (site_topic, health_topic):  # midnight passed; then one more minute
                 for execd in harness.inputs:
                     execd.gather()
-                before = len(watcher.history.get(site_topic, []))
-                await asyncio.to_thread(
-                    wait_until, lambda: len(watcher.history.get(site_topic, [])) > before, 30,
-                    "a new site state")
+                before = len(watcher.history.get(topic, []))
+                await asyncio.to_thread(wait_until, lambda t=topic, n=before: len(watcher.history[t]) > n,
+                                        30, f"a new message on {topic}")
         finally:
             await harness.stop()
 
@@ -307,69 +337,164 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
     finally:
         watcher.close()
     energies = [json.loads(p)["energy_kwh"] for p in watcher.history[site_topic]]
-    drops = [(a, b) for a, b in zip(energies, energies[1:]) if b < a]
+    drops = [(a, b) for a, b in itertools.pairwise(energies) if b < a]
     assert len(drops) == 1 and energies[-1] == 0, energies
     configs = [t for t in watcher.got if t.startswith(f"{base}/ha/")]
     assert len(configs) == 5 + 22 * 6
-    health = json.loads(watcher.got[f"{base}/tigo/health"])
+    health = json.loads(watcher.got[health_topic])
     assert health["status"] in ("OK", "CRIT")
 
 
+class MosquittoOn(MosquittoServer):
+    """A Mosquitto on a given port: the same broker, started again (retained messages are gone,
+    as after a restart without persistence)."""
+
+    def __init__(self, port: int) -> None:
+        self.wanted = port
+        super().__init__()
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.port = self.wanted
+        (self.dir / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        super()._spawn(argv)
+
+
 def test_broker_down_at_start_then_restarting(influx_db, tigo_execd_bin, tmp_path):
-    """Down at start: Telegraf retries once after 15 s, the broker is up by then. Restarted while
-    running: what could not be published waits in the output's buffer and arrives afterwards."""
+    """Down at start: Telegraf retries once after 15 s, and the broker is up by then. Restarted
+    while running: what could not be published waits in the outputs' buffers and arrives after."""
     load_demo(influx_db, tmp_path)
-    broker = MosquittoServer()
-    port = broker.port
-    broker.stop()
+    port = free_port()
     base = f"t{os.getpid()}f"
     env = {**ha_env(influx_db, base), "TIGO_EXECD": str(tigo_execd_bin),
            "MQTT_SERVER": f"tcp://127.0.0.1:{port}"}
-
-    def start_broker_on_port() -> MosquittoServer:
-        server = MosquittoServer.__new__(MosquittoServer)
-        server.port = port
-        return restart(server)
+    health_topic = f"{base}/tigo/health"
 
     async def run() -> None:
         harness = th.Harness(th.load_config(config=CONF, env=env))
-        loop = asyncio.get_running_loop()
-        later = loop.run_in_executor(None, lambda: (time.sleep(3), start_broker_on_port())[1])
-        await harness.start(gather_loop=False)  # connects on the retry
-        server = await later
+        starting = asyncio.create_task(harness.start(gather_loop=False))
+        await asyncio.sleep(3)
+        assert harness.log.find(level="E", contains="retrying in 15s")
+        broker = await asyncio.to_thread(MosquittoOn, port)
+        await starting  # connected on the retry
         watcher = Retained(port, f"{base}/#")
         try:
             for execd in harness.inputs:
                 execd.gather()
-            await asyncio.to_thread(wait_until, lambda: f"{base}/tigo/site" in watcher.got, 60,
-                                    "the site state")
-            server.stop()
-            for execd in harness.inputs:  # a gather while the broker is down
+            await asyncio.to_thread(wait_until, lambda: len(watcher.got) >= 5 + 22 * 6 + 23 + 1, 60,
+                                    "configs and states retained")
+            broker.stop()
+            for execd in harness.inputs:  # a minute while the broker is away
                 execd.gather()
-            await asyncio.sleep(12)  # one flush fails meanwhile (flush_interval 10 s)
-            server = await asyncio.to_thread(restart, server)
-            await asyncio.to_thread(wait_until, lambda: f"{base}/health" in "".join(watcher.got) or
-                                    f"{base}/tigo/health" in watcher.got, 60, "the buffered health")
+            await asyncio.to_thread(wait_until, lambda: harness.log.find(
+                level="E", contains="Error writing to outputs.mqtt"), 30, "a failed flush")
+            broker = await asyncio.to_thread(MosquittoOn, port)
+            await asyncio.to_thread(wait_until, lambda: len(watcher.history[health_topic]) >= 2, 60,
+                                    "the health message of the minute without broker")
         finally:
             await harness.stop()
             watcher.close()
-            server.stop()
-        errors = harness.log.find(level="E", contains="Error writing to outputs.mqtt")
-        assert errors, "no publish failed: the broker was not down during a flush"
+            broker.stop()
 
     asyncio.run(run())
 
 
-def restart(server: MosquittoServer) -> MosquittoServer:
-    """A Mosquitto on the same port again (retained messages are gone: no persistence)."""
-    import tempfile
-    from pathlib import Path
+# ---------------------------------------------------------------- load
 
-    from support.servers import _binary
 
-    server.dir = Path(tempfile.mkdtemp(prefix="tigo-mosquitto-"))
-    conf = server.dir / "mosquitto.conf"
-    conf.write_text(f"listener {server.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    server._spawn([_binary("mosquitto", ("/usr/sbin/mosquitto",)), "-c", str(conf)])
-    server._wait_ready(server._listening, 15)
-    return server
+def fleet_lines(panels: int, start_ns: int, end_ns: int) -> list[str]:
+    """Every panel reporting every 20 s over [start, end), power following a sine over the span."""
+    import math
+
+    lines = []
+    for t in range(start_ns, end_ns, 20 * NS):
+        sun = math.sin(math.pi * (t - start_ns) / (end_ns - start_ns))
+        for i in range(panels):
+            tags = {"gateway_id": str(10 + i // 100), "node_id": str(2 + i % 100)}
+            lines.append(lineproto.line("tigo_power_report", tags, {
+                "power_w": round(300 * sun + i % 7, 3), "voltage_in_v": 33.1, "temperature_c": 30.5,
+                "rssi": 120}, t + i * 7_000_000) or "")
+    return lines
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_minute_of_100_panels_costs_little(influxd, influx_db, capsys):
+    """100 panels, 12 h of reports: each later minute's work (ours and InfluxDB's) well under 1 s."""
+    from tigo_execd.ha_discovery import Publisher, Settings
+
+    now = time.time_ns() // (60 * NS) * (60 * NS) - 6 * 60 * NS
+    lines = fleet_lines(100, now - 12 * 3600 * NS, now + 6 * 60 * NS)  # the last 6 min come later
+    split = len(lines) - 6 * 3 * 100
+    for i in range(0, split, 50000):
+        influx_db.write("".join(lines[i:min(i + 50000, split)]).encode())
+    publisher = Publisher(Settings(influx_db, "", "tigo_power_report", "homeassistant", "tigo/health",
+                                   "tigo", "tigo", "Tigo site", 7.0, 30.0, 5.0, 60.0))
+    costs = []
+    for minute in range(6):
+        influx_db.write("".join(lines[split + minute * 300:split + (minute + 1) * 300]).encode())
+        ours, theirs = time.process_time(), cpu_of(influxd.proc.pid)
+        out = publisher.check(now + minute * 60 * NS)
+        costs.append((time.process_time() - ours, cpu_of(influxd.proc.pid) - theirs, out.count("\n")))
+    with capsys.disabled():
+        print(f"\nI! 100 panels, CPU s per minute (ours, influxd, lines): {costs}")
+    first, later = costs[0], costs[1:]
+    assert first[2] == 5 + 600 + 101 and all(lines >= 101 for _, _, lines in later)
+    assert max(ours + theirs for ours, theirs, _ in later) < 1.0
+
+
+class FakeInflux:
+    """InfluxDB answers for 2,000 panels: the newest report of each; energy rows for the buckets."""
+
+    def __init__(self, panels: int) -> None:
+        self.panels = panels
+        self.now = self.last = 0
+        self.awake = True
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        keys = [{"gateway_id": str(10 + i // 300), "node_id": str(2 + i % 300)} for i in range(self.panels)]
+        if q.startswith('SELECT last("power_w")'):
+            if self.awake:
+                self.last = self.now - 5 * NS  # at night: the evening's last report stays
+            cols = ["time", "power_w", "voltage_in_v", "temperature_c", "rssi", "barcode", "panel"]
+            return [{"tags": k, "columns": cols,
+                     "values": [[self.last, 200.0 + (self.now // NS // 60 + i) % 50 if self.awake else 3.0,
+                                 33.0, 30.0, 120, None, None]]} for i, k in enumerate(keys)]
+        if "count(" in q:
+            return [{"tags": k, "columns": ["time", "s", "n"], "values": [[0, 1800.0, 9]]}
+                    for k in keys] if self.awake else []
+        return [{"tags": k, "columns": ["time", "p"], "values": [[0, 200.0]]} for k in keys] \
+            if self.awake else []
+
+
+def test_2000_panels_message_count_per_minute(capsys):
+    """Messages per minute for 2,000 panels: all states by day (they change), at night the same
+    every --state-every-min only; configs all at start, then spread over the hour."""
+    from tigo_execd.ha_discovery import Publisher, Settings
+
+    fake = FakeInflux(2000)
+    publisher = Publisher(Settings(fake, "", "m", "homeassistant", "tigo/health", "tigo",  # type: ignore[arg-type]
+                                   "tigo", "Tigo site", 7.0, 30.0, 5.0, 60.0))
+    start = 1_750_000_000 * NS // (3600 * NS) * 3600 * NS
+    counts = []
+    cpu = time.process_time()
+    for minute in range(120):
+        fake.now = start + minute * 60 * NS
+        fake.awake = minute < 60
+        out = publisher.check(fake.now)
+        counts.append((out.count("tigo_ha_config,"), out.count("tigo_ha_state,"), len(out)))
+    cpu = time.process_time() - cpu
+    day, night = counts[1:60], counts[61:]
+    with capsys.disabled():
+        print(f"\nI! 2000 panels: first minute {counts[0][:2]} (configs, states), "
+              f"{counts[0][2] / 1e6:.1f} MB of line protocol; by day {sum(c + s for c, s, _ in day) / 59:.0f}"
+              f" messages/min; at night {sum(c + s for c, s, _ in night) / 59:.0f} messages/min; "
+              f"{cpu / 120:.2f} s CPU/min")
+    assert counts[0][:2] == (5 + 2000 * 6, 2001)
+    assert all(c <= 6 * -(-2000 // 60) + 5 for c, _, _ in counts[1:])  # the hourly refresh, spread
+    assert all(s >= 2000 for _, s, _ in day), day  # every panel: its power changed
+    assert sum(s for _, s, _ in night) <= 2001 * (59 // 5 + 2)  # unchanged: every 5 minutes

@@ -8,7 +8,8 @@ subprocess per call: JSON in on stdin, JSON out.
 
 In that environment, `CHECKER` expands the abbreviated keys as Home Assistant's MQTT discovery does
 (homeassistant/components/mqtt/discovery.py, ABBREVIATIONS and DEVICE_ABBREVIATIONS), validates each
-payload with the platform's DISCOVERY_SCHEMA, and renders value templates with Home Assistant's
+payload with the platform's DISCOVERY_SCHEMA (a key the schema drops as unknown is an error too:
+the schemas remove extra keys silently), and renders value templates with Home Assistant's
 template engine (homeassistant.helpers.template.Template, render_with_possible_json_value, the call
 the MQTT entities make on each message).
 """
@@ -42,10 +43,18 @@ async def main(job):
     errors = []
     for item in job.get("configs", []):
         module = importlib.import_module("homeassistant.components.mqtt." + item["component"])
+        payload = expand(item["payload"])
         try:
-            module.DISCOVERY_SCHEMA(expand(item["payload"]))
+            valid = module.DISCOVERY_SCHEMA(payload)
         except Exception as exc:
             errors.append(f"{item['topic']}: {exc}")
+            continue
+        # The schemas drop unknown keys silently (extra=REMOVE_EXTRA): a misspelt key is an error.
+        dropped = sorted(set(payload) - set(valid))
+        device, valid_device = payload.get("device", {}), valid.get("device", {})
+        dropped += sorted(f"device.{k}" for k in set(device) - set(valid_device))
+        if dropped:
+            errors.append(f"{item['topic']}: keys Home Assistant does not know: {dropped}")
     hass = HomeAssistant(tempfile.mkdtemp())
     rendered = [Template(r["template"], hass).async_render_with_possible_json_value(r["payload"], "<no json>")
                 for r in job.get("renders", [])]
