@@ -300,9 +300,11 @@ class Retained:
         self.client.loop_stop()
 
 
+@pytest.mark.timeout(1500)  # the first run on a machine makes Home Assistant's venv (minutes)
 def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_execd_bin, tmp_path):
-    """The demo day in InfluxDB, local midnight 40 s ahead (TZ): configs and states are retained
-    at the first gather, energy today drops to 0 exactly once, at midnight."""
+    """The demo day in InfluxDB, local midnight 20 s ahead (TZ): configs and states are retained
+    at the first gather, energy today drops to 0 exactly once, at midnight; then a real Home
+    Assistant core shows the entities with their states."""
     load_demo(influx_db, tmp_path)
     midnight = time.time() + 20
     base = f"t{os.getpid()}e"
@@ -343,6 +345,21 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
     assert len(configs) == 5 + 22 * 6
     health = json.loads(watcher.got[health_topic])
     assert health["status"] in ("OK", "CRIT")
+
+    # A real Home Assistant core, started now, finds it all in the retained messages.
+    wanted = ["sensor.tigo_4610_2_power", "sensor.tigo_4610_2_energy_today",
+              "sensor.tigo_4611_3_last_report", "sensor.tigo_site_energy_today",
+              "binary_sensor.tigo_site_problem", "sensor.tigo_site_reason"]
+    seen = ha_venv.core_states(tmp_path / "ha", mosquitto.port, free_port(), f"{base}/ha", wanted)
+    assert seen["sensor.tigo_4610_2_power"]["attributes"]["friendly_name"] == 'Süd "1" / 🌞 Power'
+    assert seen["sensor.tigo_4610_2_power"]["attributes"]["unit_of_measurement"] == "W"
+    assert float(seen["sensor.tigo_4610_2_power"]["state"]) >= 0
+    assert seen["sensor.tigo_4610_2_energy_today"]["attributes"]["state_class"] == "total_increasing"
+    assert float(seen["sensor.tigo_site_energy_today"]["state"]) == energies[-1] == 0
+    assert seen["sensor.tigo_4611_3_last_report"]["attributes"]["friendly_name"] == "a/b/c Last report"
+    assert seen["binary_sensor.tigo_site_problem"]["state"] == ("off" if health["status"] == "OK" else "on")
+    assert seen["binary_sensor.tigo_site_problem"]["attributes"]["reason"] == health["reason"]
+    assert seen["sensor.tigo_site_reason"]["state"] == health["reason"]
 
 
 class MosquittoOn(MosquittoServer):
