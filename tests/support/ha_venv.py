@@ -93,7 +93,8 @@ async def main(cfg, mqtt_port, http_port, prefix, wanted, timeout):
     await hass.async_start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(
-            hass.states.get(e) is not None and hass.states.get(e).state != "unknown" for e in wanted):
+            hass.states.get(e) is not None and hass.states.get(e).state not in ("unknown", "unavailable")
+            for e in wanted):  # availability arrives a moment after the entity is created
         await asyncio.sleep(0.5)
     out = {e: None for e in wanted}
     for e in wanted:
