@@ -7,13 +7,11 @@ instance's `[[outputs.mqtt]]` turn the fields into the JSON payloads. No MQTT he
 is down must never touch this process or the data path.
 
 Queries per check, each with a time window ending at the check's now: the newest report per
-(gateway, node) over --inventory-days (names, last values), and the 3-minute buckets completed
-since the previous check (energy). Energy today is the Grafana dashboard's definition, each node's
-mean power per 3-minute bucket x 3 minutes summed from local midnight (TZ), over completed buckets
-only: it never goes down within a day and is the same after a restart (the first check sums the
-day so far in one query). A state is printed when it changed or every --state-every-min; configs
-at start, when they change (a new panel, a new name) and again once per --config-every-min,
-spread over the minutes.
+(gateway, node) over --inventory-days (names, last values), the 3-minute buckets completed since
+the previous check and the newest ones (energy today, see EnergyToday: the Grafana dashboard's
+definition, never lower within a day, the same after a restart). A state is printed when it
+changed or every --state-every-min; configs at start, when they change (a new panel, a new name)
+and again once per --config-every-min, spread over the minutes.
 """
 
 from __future__ import annotations
