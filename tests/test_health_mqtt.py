@@ -38,8 +38,9 @@ def mqtt_output(env: dict[str, str] | None = None) -> dict:
     """The conf's [[outputs.mqtt]] table with ${VAR} expanded as Telegraf would (no variable set:
     the defaults after ":-"); its JSONata is the file's text as tomllib reads it."""
     [plugin] = [p for p in th.load_config(config=CONF, env=env or {}).outputs
-                if p.kind == "outputs.mqtt"]
-    [table] = tomllib.loads(CONF.read_text())["outputs"]["mqtt"]
+                if p.kind == "outputs.mqtt" and p.options["namepass"] == ["tigo_health"]]
+    [table] = [t for t in tomllib.loads(CONF.read_text())["outputs"]["mqtt"]
+               if t["namepass"] == ["tigo_health"]]
     assert plugin.options["json_transformation"] == table["json_transformation"]
     return plugin.options
 
@@ -124,7 +125,7 @@ def test_shipped_conf_end_to_end(influx_db, mosquitto, tigo_execd_bin):
             await harness.stop()  # closes the watchdog's stdin, then flushes the outputs
         return harness.collected
 
-    [metric] = asyncio.run(one_gather())
+    [metric] = [m for m in asyncio.run(one_gather()) if m.name == "tigo_health"]
     assert metric.tags == {}  # omit_hostname
     payload = json.loads(late_subscriber(mosquitto.port, topic).payload)
     # No location in this environment: the 240-minute fallback, and two fresh optimizers.

@@ -17,7 +17,7 @@ from tigo_execd.log import LEVELS, install_excepthook, log
 
 SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
                "ports": "ports", "doctor": "doctor", "faults": "faults", "rollup": "rollup",
-               "heal": "heal"}
+               "heal": "heal", "homeassistant": "ha_discovery"}
 
 
 class Parser(argparse.ArgumentParser):

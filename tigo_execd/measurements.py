@@ -8,3 +8,5 @@ INGEST = "tigo_ingest"              # `run`'s self-metrics
 HEALTH = "tigo_health"              # the watchdog's verdict, one line per check
 NODE_HEALTH = "tigo_node_health"    # the watchdog: one line per silent optimizer
 PANEL_DAY = "tigo_panel_day"       # the watchdog: one line per panel and day (faults' panel days)
+HA_CONFIG = "tigo_ha_config"        # `homeassistant`: one discovery config per entity (to MQTT only)
+HA_STATE = "tigo_ha_state"          # `homeassistant`: one state per panel and for the site (MQTT only)
