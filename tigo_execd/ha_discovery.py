@@ -7,7 +7,7 @@ instance's `[[outputs.mqtt]]` turn the fields into the JSON payloads. No MQTT he
 is down must never touch this process or the data path.
 
 Queries per check, each with a time window ending at the check's now: the newest report per
-(gateway, node) over --inventory-days (names, last values), the 3-minute buckets completed since
+(gateway, node) over --inventory-days (names, last values), the 5-minute buckets completed since
 the previous check and the newest ones (energy today, see EnergyToday: the Grafana dashboard's
 definition, never lower within a day, the same after a restart). A state is printed when it
 changed or every --state-every-min; configs at start, when they change (a new panel, a new name)
@@ -32,10 +32,10 @@ from tigo_execd.log import log
 from tigo_execd.registry import id_sort_key
 from tigo_execd.watchdog import _positive, _rfc3339_ns
 
-BUCKET_NS = 3 * 60 * NS   # the dashboard's energy buckets
-WH_DIVISOR = 20000        # mean W x 3 min = W / 20 Wh = W / 20000 kWh, as the dashboard writes it
+BUCKET_NS = 5 * 60 * NS   # the dashboard's (and the rollups') energy buckets
+WH_DIVISOR = 12000        # mean W x 5 min = W / 12 Wh = W / 12000 kWh, as the dashboard writes it
 SETTLE_NS = 60 * NS       # a bucket is summed once it ended this long ago (reports arrive late)
-PROVISIONAL_REPORTS = 10  # a 3-minute bucket holds 9 reports (one per 20 s), rarely 10
+PROVISIONAL_REPORTS = 16  # a 5-minute bucket holds 15 reports (one per 20 s), rarely 16
 FRESH_NS = 5 * 60 * NS    # a newer report is "now"; an older one reads 0 W (asleep or silent)
 MIN_NS = 60 * NS
 _ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -83,7 +83,7 @@ class Panel:
 
 @dataclass
 class EnergyToday:
-    """kWh per (gateway, node) since local midnight: the dashboard's sum over 3-minute buckets.
+    """kWh per (gateway, node) since local midnight: the dashboard's sum over 5-minute buckets.
 
     Buckets that ended over SETTLE_NS ago are summed once, as the dashboard sums them. The newer
     ones (at most two) count each report as a tenth of its bucket, sum / max(count, 10) instead of
@@ -108,7 +108,7 @@ class EnergyToday:
             window = f"time >= {self.summed_to_ns} AND time < {end}"
             for key, row in _by_node(s.influx.query(
                     f'SELECT sum("p") AS "p" FROM (SELECT mean("power_w") AS "p" FROM '
-                    f'{influx.target(s.rp, s.measurement)} WHERE {window} GROUP BY time(3m), '
+                    f'{influx.target(s.rp, s.measurement)} WHERE {window} GROUP BY time(5m), '
                     f'"gateway_id", "node_id" fill(none)) WHERE {window} GROUP BY "gateway_id", "node_id"')):
                 self.settled[key] = self.settled.get(key, 0.0) + max(0.0, row["p"] or 0.0) / WH_DIVISOR
             self.summed_to_ns = end
@@ -116,7 +116,7 @@ class EnergyToday:
         for key, row in _by_node(s.influx.query(
                 f'SELECT sum("power_w") AS "s", count("power_w") AS "n" FROM '
                 f"{influx.target(s.rp, s.measurement)} WHERE time >= {self.summed_to_ns} AND "
-                f'time <= {now_ns} GROUP BY time(3m), "gateway_id", "node_id" fill(none)')):
+                f'time <= {now_ns} GROUP BY time(5m), "gateway_id", "node_id" fill(none)')):
             share = max(0.0, row["s"] or 0.0) / max(row["n"] or 0, PROVISIONAL_REPORTS)
             recent[key] = recent.get(key, 0.0) + share / WH_DIVISOR
         for key in self.settled.keys() | recent.keys():
