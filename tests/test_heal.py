@@ -214,3 +214,29 @@ def test_watchdog_without_a_journal_heals_nothing(influx_db, tmp_path):
     [check] = watchdog_check(influx_db, tmp_path / "elsewhere")  # auto: no journal (yet)
     assert check.fields["heal_restored"] == 0 and "heal_last" not in check.fields
     assert stored(influx_db) == []
+
+
+def test_rollups_of_healed_days_are_recomputed(influx_db, tmp_path):
+    """Where `tigo-execd rollup` has set up rollups, a heal recomputes the healed days' rollups:
+    their continuous queries only look back a few hours, so an older hole would stay in them."""
+    lines = reports()
+    journal = journal_of(tmp_path / "j", lines)
+    kept = [x for x in lines if b"node_id=3," not in x]
+    influx_db.write(b"".join(kept))
+    environ = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
+    done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influx_db.url, "--db", influx_db.db,
+                                          "--since", "2026-11-20T00:00:00Z"),
+                          capture_output=True, text=True, timeout=120, env=environ)
+    assert done.returncode == 0, done.stderr
+    fine = '"tigo_rollup"."tigo_power_report_5m"'
+
+    def rolled_up() -> int:
+        series = influx_db.query(f'SELECT sum("reports") FROM {fine}')
+        return int(series[0]["values"][0][1]) if series else 0
+
+    assert rolled_up() == len(kept)
+    healed = heal(influx_db, journal)
+    assert healed.returncode == 0, healed.stderr
+    assert "recomputed the rollups of 1 healed days" in healed.stdout
+    assert rolled_up() == len(lines)  # node 3's reports are in the rollups now, each once
+    assert "recomputed" not in heal(influx_db, journal).stdout  # nothing healed, nothing recomputed

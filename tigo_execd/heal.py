@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tigo_execd import exitcodes, influx, journal
+from tigo_execd import exitcodes, influx, journal, rollup
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.convert import parse_timestamp
@@ -80,6 +80,7 @@ class Result:
     missing: dict[tuple[str, int], int] = field(default_factory=dict)  # (measurement, hour) -> reports
     restored: int = 0             # reports InfluxDB lacked and now has (or would have, dry run)
     written: int = 0              # lines written (a batch holds all the lines of a key)
+    rolled_up_days: int = 0       # days whose rollups were recomputed (when rollups are set up)
 
     @property
     def healed_hours(self) -> list[tuple[str, int]]:
@@ -128,10 +129,19 @@ class Healer:
             by_hour[key[0], key[1]].append(key)
         for hour in sorted(by_hour):
             yield from self._restore(by_hour[hour], files_of, counts, stored, until_ns, result)
-        # ROLLUP HOOK: result.healed_hours are the (measurement, hour) pairs that gained reports.
-        # The rollup CQs recompute only their RESAMPLE ... FOR window (the last 1 h of 5-minute
-        # buckets, 3 h of 1-hour buckets), so older healed hours need `tigo-execd rollup`'s
-        # backfill over them here (both resolutions: the 1 h energy is summed from the 5 min).
+        if result.healed_hours and not self.dry_run:
+            yield from self._roll_up(result)
+
+    def _roll_up(self, result: Result) -> Iterator[None]:
+        """The rollups of the healed days, where `tigo-execd rollup` set them up: its continuous
+        queries recompute only their last hours, so an older healed hour would stay short there."""
+        if not rollup.rolled_up(self.client, self.client.db):
+            return
+        rp = rollup.resolve_rp(self.client, self.client.db, self.rp)
+        for name, day in sorted({(name, hour - hour % rollup.DAY_NS) for name, hour in result.healed_hours}):
+            rollup.roll_up_day(self.client, rollup.Names(self.client.db, rp, name), day, retry_s=0)
+            result.rolled_up_days += 1
+            yield
 
     def _summary(self, path: Path, until_ns: int, result: Result) -> dict[Key, int]:
         try:
@@ -246,6 +256,8 @@ def summary(result: Result, directory: Path, db: str, dry_run: bool) -> str:
     out.append(f"{verb} {result.restored} reports ({result.written} lines written"
                f"{' if not a dry run' if dry_run else ''})" if result.restored
                else "nothing to do: InfluxDB holds every report of the journal")
+    if result.rolled_up_days:
+        out.append(f"recomputed the rollups of {result.rolled_up_days} healed days")
     return "\n".join(out)
 
 

@@ -225,6 +225,24 @@ def with_retry(action: str, fn: Callable[[], T], budget_s: float) -> T:
     return fn()
 
 
+def roll_up_day(db: Influx, n: Names, day: int, retry_s: float) -> int:
+    """Roll up the UTC day starting at `day` at both resolutions (again: the same points are
+    overwritten); returns the reports rolled up."""
+    where = f" WHERE time >= {day} AND time < {day + DAY_NS}"
+    for _name, res, select in statements(n):
+        with_retry(f"rolling up {_iso(day)[:10]}", partial(db.query, select + where + group_by(res)),
+                   retry_s)
+    count = f'SELECT sum("reports") FROM {n.rollup(FINE)}{where}'
+    counted = with_retry("counting", partial(db.query, count), retry_s)
+    return int(counted[0]["values"][0][1]) if counted else 0
+
+
+def rolled_up(db: Influx, name: str) -> bool:
+    """Whether `tigo-execd rollup` has set up rollups in the database (its retention policy exists)."""
+    return any(row[0] == ROLLUP_RP for s in db.query(f"SHOW RETENTION POLICIES ON {ident(name)}")
+               for row in s["values"])
+
+
 def backfill(db: Influx, n: Names, start: int, end: int, retry_s: float) -> int:
     """Roll up [start, end) one day at a time (both on day boundaries); returns the reports rolled
     up. Progress is recorded after each day, so a run cut short resumes where it stopped."""
@@ -235,13 +253,7 @@ def backfill(db: Influx, n: Names, start: int, end: int, retry_s: float) -> int:
         start = last[2]
     days, reports = (end - start) // DAY_NS, 0
     for i, t in enumerate(range(start, end, DAY_NS), 1):
-        where = f" WHERE time >= {t} AND time < {t + DAY_NS}"
-        for _name, res, select in statements(n):
-            with_retry(f"rolling up {_iso(t)[:10]}", partial(db.query, select + where + group_by(res)),
-                       retry_s)
-        count = f'SELECT sum("reports") FROM {n.rollup(FINE)}{where}'
-        counted = with_retry("counting", partial(db.query, count), retry_s)
-        reports += int(counted[0]["values"][0][1]) if counted else 0
+        reports += roll_up_day(db, n, t, retry_s)
         with_retry("recording progress", partial(write_progress, db, n, origin, end, t + DAY_NS), retry_s)
         log.info(f"rolled up {_iso(t)[:10]} ({i}/{days} days, {reports} reports so far)")
     return reports
