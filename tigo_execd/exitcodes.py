@@ -9,10 +9,12 @@ from __future__ import annotations
 OK = 0           # success; a check: OK, nothing failed
 WARN = 1         # a check: WARN (watchdog --once), something failed (doctor)
 CRIT = 2         # a check: CRIT (watchdog --once)
-INFLUX_DOWN = 2  # heal: InfluxDB cannot be reached now, nothing more was written: run it again later
+INFLUX_DOWN = 2  # heal, faults: InfluxDB cannot be read now (faults: nor its database, credentials);
+                 # heal wrote nothing more: run it again later
 USAGE = 64       # EX_USAGE: bad command line or settings (never a health verdict)
 DATAERR = 65     # EX_DATAERR: the input is not what it must be (barcode check digit)
 NOINPUT = 66     # EX_NOINPUT: an input cannot be opened (run: --jsonl/--replay file, the taptap program)
-UNAVAILABLE = 69  # EX_UNAVAILABLE: InfluxDB cannot be reached (nodes)
-SOFTWARE = 70    # EX_SOFTWARE: InfluxDB rejected a query (nodes)
-NOPERM = 77      # EX_NOPERM: InfluxDB refused the credentials (nodes)
+UNAVAILABLE = 69  # EX_UNAVAILABLE: InfluxDB cannot be reached (nodes, rollup)
+SOFTWARE = 70    # EX_SOFTWARE: InfluxDB rejected a query (nodes, rollup, heal)
+NOPERM = 77      # EX_NOPERM: InfluxDB refused the credentials (nodes, rollup, heal; rollup: no right to
+                 # create its retention policy or continuous queries)

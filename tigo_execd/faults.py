@@ -205,7 +205,7 @@ def main(args: argparse.Namespace) -> int:
         result = analyse(settings, now_s)
     except InfluxError as exc:
         log.error(f"faults: {influx.trouble(exc, settings.influx.db)}")
-        return exitcodes.CRIT
+        return exitcodes.INFLUX_DOWN
     w = result.window
     warns = sum(f.severity == WARN for f in result.findings)
     notes = list(result.notes)
