@@ -91,7 +91,7 @@ def test_panel_fault_through_the_health_instance(tmp_path, faulty_site, mosquitt
 
     async def run() -> list[th.Metric]:
         await harness.start(gather_loop=False)
-        [execd] = harness.inputs
+        [execd] = [i for i in harness.inputs if "watchdog" in i.command]  # beside homeassistant
         assert execd.proc is not None
         pid = execd.proc.pid
         try:
