@@ -106,7 +106,7 @@ def published(metrics: list[th.Metric], env: dict[str, str]) -> dict[str, bytes]
 def health_payloads(env: dict[str, str]) -> list[bytes]:
     """What the watchdog's output publishes for an OK check and for a CRIT one without lag."""
     ok = {"status": "OK", "code": 0, "reason": "healthy", "message": "22 of 22 reporting",
-          "lag_min": 0.3, "nodes_expected": 22}
+          "lag_min": 0.3, "nodes_expected": 22, "faults": 1, "fault_panels": "4610/2 (a) shaded"}
     crit = {"status": "CRIT", "code": 2, "reason": "influx_unreachable", "message": "down"}
     now = time.time_ns()
     return [published([telegraf_mqtt.Metric("tigo_health", {}, f, now)], env)[env["MQTT_TOPIC"]]
@@ -129,7 +129,7 @@ def test_discovery_validates_in_home_assistant_and_every_template_renders(influx
     env = ha_env(influx_db, f"t{os.getpid()}a")
     msgs = published(run_once(env), env)
     configs = {t: json.loads(p) for t, p in msgs.items() if t.startswith(env["HA_DISCOVERY_PREFIX"])}
-    assert len(configs) == 5 + 22 * 6  # the site and 22 panels
+    assert len(configs) == 6 + 22 * 7  # the site and 22 panels
     states = {t: p.decode() for t, p in msgs.items() if t not in configs}
     healths = health_payloads(env)
 
@@ -204,6 +204,38 @@ def test_night_reads_zero_and_a_panel_silent_by_day_is_unavailable(influx_db):
         assert (state["status"], state["power_w"], state["voltage_in_v"]) == ("online", 0, 0)
         assert "temperature_c" not in state and state["last_report"].endswith("+00:00")
     assert night[f"{base}/site"]["power_w"] == 0
+
+
+def test_a_panels_faults_are_its_newest_panel_day_kinds(influx_db):
+    """Faults: the kinds of the panel's newest tigo_panel_day of the last 2 days, as Home Assistant
+    renders them; `none` when that day had none or there is none that recent. The site's Panel
+    faults counts the watchdog's warn findings, unknown before its first analysis."""
+    now = time.time_ns() // NS * NS
+    hour = 3600 * NS
+    lines = [lineproto.line("tigo_power_report", {"gateway_id": "7", "node_id": str(node)},
+                            {"power_w": 200.0, "rssi": 120}, now - 10 * NS) for node in (1, 2, 3, 4)]
+    for node, hours_ago, kinds in ((1, 44, "hot"), (1, 20, "underperforming,shaded"),
+                                   (2, 20, ""), (3, 80, "no_power")):  # node 4: no panel day
+        lines.append(lineproto.line("tigo_panel_day", {"gateway_id": "7", "node_id": str(node)},
+                                    {"energy_kwh": 1.5, "kinds": kinds}, now - hours_ago * hour))
+    influx_db.write("".join(l for l in lines if l).encode())
+    env = ha_env(influx_db, f"t{os.getpid()}g")
+    stamp = dt.datetime.fromtimestamp(now / NS, dt.UTC).isoformat()
+    msgs = published(run_once(env, "--now", stamp), env)
+    prefix, base = env["HA_DISCOVERY_PREFIX"], env["HA_TOPIC_BASE"]
+
+    panel = json.loads(msgs[f"{prefix}/sensor/tigo_7_1_faults/config"])
+    site = json.loads(msgs[f"{prefix}/sensor/tigo_site_faults/config"])
+    assert (panel["name"], panel["stat_t"], site["stat_t"]) == ("Faults", f"{base}/panel/7_1",
+                                                               env["MQTT_TOPIC"])
+    renders = [{"template": panel["val_tpl"], "payload": msgs[f"{base}/panel/7_{node}"].decode()}
+               for node in (1, 2, 3, 4)]
+    renders += [{"template": site["val_tpl"], "payload": p.decode()} for p in health_payloads(env)]
+    result = ha_venv.check([{"topic": t, "component": "sensor", "payload": c}
+                            for t, c in (("panel", panel), ("site", site))], renders)
+    assert result["errors"] == []
+    # the OK health message has faults 1; the CRIT one none yet (unknown in Home Assistant)
+    assert result["rendered"] == ["underperforming,shaded", "none", "none", "none", "1", "None"]
 
 
 def dashboard_energy(influx_db, from_ns: int, to_ns: int, **selected: list[str]) -> float:
@@ -325,7 +357,7 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
         try:
             for execd in harness.inputs:  # the minute's gather: watchdog and homeassistant
                 execd.gather()
-            await asyncio.to_thread(wait_until, lambda: len(watcher.got) >= 5 + 22 * 6 + 23 + 1, 60,
+            await asyncio.to_thread(wait_until, lambda: len(watcher.got) >= 6 + 22 * 7 + 23 + 1, 60,
                                     "configs and states retained")
             first = json.loads(watcher.got[site_topic])
             assert first["energy_kwh"] > 5
@@ -348,14 +380,14 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
     drops = [(a, b) for a, b in itertools.pairwise(energies) if b < a]
     assert len(drops) == 1 and energies[-1] == 0, energies
     configs = [t for t in watcher.got if t.startswith(f"{base}/ha/")]
-    assert len(configs) == 5 + 22 * 6
+    assert len(configs) == 6 + 22 * 7
     health = json.loads(watcher.got[health_topic])
     assert health["status"] in ("OK", "WARN", "CRIT") and health["reason"]  # the watchdog published
 
     # A real Home Assistant core, started now, finds it all in the retained messages.
     wanted = ["sensor.tigo_4610_2_power", "sensor.tigo_4610_2_energy_today",
               "sensor.tigo_4611_3_last_report", "sensor.tigo_site_energy_today",
-              "binary_sensor.tigo_site_problem", "sensor.tigo_site_reason"]
+              "binary_sensor.tigo_site_problem", "sensor.tigo_site_reason", "sensor.tigo_4610_2_faults"]
     seen = ha_venv.core_states(tmp_path / "ha", mosquitto.port, free_port(), f"{base}/ha", wanted)
     assert seen["sensor.tigo_4610_2_power"]["attributes"]["friendly_name"] == 'Süd "1" / 🌞 Power'
     assert seen["sensor.tigo_4610_2_power"]["attributes"]["unit_of_measurement"] == "W"
@@ -366,6 +398,8 @@ def test_shipped_conf_end_to_end_with_a_day_boundary(influx_db, mosquitto, tigo_
     assert seen["binary_sensor.tigo_site_problem"]["state"] == ("off" if health["status"] == "OK" else "on")
     assert seen["binary_sensor.tigo_site_problem"]["attributes"]["reason"] == health["reason"]
     assert seen["sensor.tigo_site_reason"]["state"] == health["reason"]
+    assert seen["sensor.tigo_4610_2_faults"]["attributes"]["friendly_name"] == 'Süd "1" / 🌞 Faults'
+    assert re.fullmatch(r"none|[a-z_]+(,[a-z_]+)*", seen["sensor.tigo_4610_2_faults"]["state"])
 
 
 class MosquittoOn(MosquittoServer):
@@ -406,7 +440,7 @@ def test_broker_down_at_start_then_restarting(influx_db, tigo_execd_bin, tmp_pat
         await starting  # connected on the retry
         watcher = Retained(port, f"{base}/#")
         try:
-            await asyncio.to_thread(wait_until, lambda: len(watcher.got) >= 5 + 22 * 6 + 23 + 1,
+            await asyncio.to_thread(wait_until, lambda: len(watcher.got) >= 6 + 22 * 7 + 23 + 1,
                                     120 - (time.monotonic() - started),
                                     "configs and states retained within two minutes of the start")
             broker.stop()
@@ -469,7 +503,7 @@ def test_a_minute_of_100_panels_costs_little(influxd, influx_db, capsys):
     with capsys.disabled():
         print(f"\nI! 100 panels, CPU s per minute (ours, influxd, lines): {costs}")
     first, later = costs[0], costs[1:]
-    assert first[2] == 5 + 600 + 101 and all(lines >= 101 for _, _, lines in later)
+    assert first[2] == 6 + 700 + 101 and all(lines >= 101 for _, _, lines in later)
     assert max(ours + theirs for ours, theirs, _ in later) < 1.0
 
 
@@ -481,8 +515,11 @@ class FakeInflux:
         self.now = self.last = 0
         self.awake = True
 
-    def query(self, q: str) -> list[dict[str, Any]]:
+    def query(self, q: str, epoch: str = "ns") -> list[dict[str, Any]]:
         keys = [{"gateway_id": str(10 + i // 300), "node_id": str(2 + i % 300)} for i in range(self.panels)]
+        if q.startswith('SELECT last("kinds")'):  # yesterday's tigo_panel_day: a few faulty panels
+            return [{"tags": k, "columns": ["time", "kinds"],
+                     "values": [[0, "" if i % 50 else "shaded"]]} for i, k in enumerate(keys)]
         if q.startswith('SELECT last("power_w")'):
             if self.awake:
                 self.last = self.now - 5 * NS  # at night: the evening's last report stays
@@ -520,7 +557,7 @@ def test_2000_panels_message_count_per_minute(capsys):
               f"{counts[0][2] / 1e6:.1f} MB of line protocol; by day {sum(c + s for c, s, _ in day) / 59:.0f}"
               f" messages/min; at night {sum(c + s for c, s, _ in night) / 59:.0f} messages/min; "
               f"{cpu / 120:.2f} s CPU/min")
-    assert counts[0][:2] == (5 + 2000 * 6, 2001)
-    assert all(c <= 6 * -(-2000 // 60) + 5 for c, _, _ in counts[1:])  # the hourly refresh, spread
+    assert counts[0][:2] == (6 + 2000 * 7, 2001)
+    assert all(c <= 7 * -(-2000 // 60) + 6 for c, _, _ in counts[1:])  # the hourly refresh, spread
     assert all(s >= 2000 for _, s, _ in day), day  # every panel: its power changed
     assert sum(s for _, s, _ in night) <= 2001 * (59 // 5 + 2)  # unchanged: every 5 minutes

@@ -9,7 +9,8 @@ is down must never touch this process or the data path.
 Queries per check, each with a time window ending at the check's now: the newest report per
 (gateway, node) over --inventory-days (names, last values), the 5-minute buckets completed since
 the previous check and the newest ones (energy today, see EnergyToday: the Grafana dashboard's
-definition, never lower within a day, the same after a restart). A state is printed when it
+definition, never lower within a day, the same after a restart); and every KINDS_EVERY_NS the
+panels' fault kinds of their newest `tigo_panel_day` (written once a day). A state is printed when it
 changed or every --state-every-min; configs at start, when they change (a new panel, a new name)
 and again once per --config-every-min, spread over the minutes.
 """
@@ -29,6 +30,7 @@ from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
+from tigo_execd.nodes import current_kinds
 from tigo_execd.registry import id_sort_key
 from tigo_execd.watchdog import _positive, _rfc3339_ns
 
@@ -38,6 +40,7 @@ SETTLE_NS = 60 * NS       # a bucket is summed once it ended this long ago (repo
 PROVISIONAL_REPORTS = 16  # a 5-minute bucket holds 15 reports (one per 20 s), rarely 16
 FRESH_NS = 5 * 60 * NS    # a newer report is "now"; an older one reads 0 W (asleep or silent)
 MIN_NS = 60 * NS
+KINDS_EVERY_NS = 15 * MIN_NS  # tigo_panel_day changes once a day: no need to ask every minute
 _ID = re.compile(r"[A-Za-z0-9_-]+")
 Fields = dict[str, lineproto.Field | None]
 
@@ -144,12 +147,15 @@ class Publisher:
     states: dict[str, tuple[Fields, int]] = field(default_factory=dict)
     configs: dict[str, Fields] = field(default_factory=dict)
     checks: int = 0
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+    kinds_read_ns: int | None = None
 
     def check(self, now_ns: int) -> str:
         """One minute's lines; InfluxDB trouble prints nothing (the health sensor says why)."""
         try:
             panels = self._panels(now_ns)
             self.energy.advance(self.s, now_ns)
+            self._read_kinds(now_ns)
         except InfluxError as exc:
             log.warn(f"homeassistant: no update this minute: {exc}", key="ha_influx")
             return ""
@@ -180,6 +186,12 @@ class Publisher:
         panels = [p for p in panels if _ID.fullmatch(p.slug)]
         return sorted(panels, key=lambda p: (id_sort_key(p.gateway_id), id_sort_key(p.node_id)))
 
+    def _read_kinds(self, now_ns: int) -> None:
+        """The panels' current fault kinds, read again after KINDS_EVERY_NS (or a clock step back)."""
+        if self.kinds_read_ns is None or not 0 <= now_ns - self.kinds_read_ns < KINDS_EVERY_NS:
+            self.kinds = current_kinds(self.s.influx, now_ns)
+            self.kinds_read_ns = now_ns
+
     # ------------------------------------------------------------------ states
 
     def _states(self, panels: list[Panel], now_ns: int) -> list[str | None]:
@@ -200,6 +212,7 @@ class Publisher:
                 "temperature_c": _number(p.values.get("temperature_c"), 1) if fresh else None,
                 "rssi": int(p.values["rssi"]) if fresh and p.values.get("rssi") is not None else None,
                 "last_report": iso_utc(p.last_ns),
+                "faults": self.kinds.get(p.key) or "none",
             }
             out.append(self._state(f"{self.s.topic_base}/panel/{p.slug}", fields, now_ns))
         site: Fields = {"power_w": round(site_power, 1),
@@ -245,6 +258,9 @@ class Publisher:
         yield self._entity("sensor", f"{ident}_lag", {
             "name": "Data lag", "unit_of_meas": "min", "dev_cla": "duration", "stat_cla": "measurement",
             "val_tpl": "{{ value_json.lag_min | default('None') }}", **health})
+        yield self._entity("sensor", f"{ident}_faults", {  # unknown until the first analysis
+            "name": "Panel faults", "ic": "mdi:solar-panel", "stat_cla": "measurement",
+            "val_tpl": "{{ value_json.faults | default('None') }}", **health})
         own = {"stat_t": f"{s.topic_base}/site", "exp_aft": self._expire_s(), **dev}
         yield self._entity("sensor", f"{ident}_power", {
             "name": "Power", "unit_of_meas": "W", "dev_cla": "power", "stat_cla": "measurement",
@@ -276,7 +292,9 @@ class Publisher:
                 ("rssi", {"name": "RSSI", "stat_cla": "measurement", "ent_cat": "diagnostic",
                           "ic": "mdi:signal", "val_tpl": "{{ value_json.rssi | default('None') }}"}),
                 ("last_report", {"name": "Last report", "dev_cla": "timestamp", "ent_cat": "diagnostic",
-                                 "val_tpl": "{{ value_json.last_report }}"})):
+                                 "val_tpl": "{{ value_json.last_report }}"}),
+                ("faults", {"name": "Faults", "ic": "mdi:alert-outline",
+                            "val_tpl": "{{ value_json.faults | default('None') }}"})):
             yield self._entity("sensor", f"{ident}_{key}", {**extra, **common})
 
     def _expire_s(self) -> int:

@@ -128,7 +128,9 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
         row.rssi_mean = None if v["mean"] is None else round(v["mean"], 1)
         row.rssi_min, row.rssi_p95 = v["min"], v["percentile"]
 
-    _current_kinds(db, nodes, end)
+    for key, kinds in current_kinds(db, _ns(end)).items():
+        if key in nodes:
+            nodes[key].kinds = kinds
     for row in nodes.values():
         row.expected = expected
         if expected:
@@ -145,16 +147,14 @@ def build_report(db: Influx, source: str, end: datetime, hours: float,
                   active_minutes, expected, ranked)
 
 
-def _current_kinds(db: Influx, nodes: dict[tuple[str, str], NodeRow], end: datetime) -> None:
-    """Each listed node's fault kinds from its newest `tigo_panel_day` (the health instance writes
-    one per panel and day, in the database's default retention policy) of the last KINDS_DAYS."""
+def current_kinds(db: Influx, end_ns: int) -> dict[tuple[str, str], str]:
+    """Fault kinds per (gateway, node) from its newest `tigo_panel_day` of the KINDS_DAYS before
+    end_ns (the health instance writes one per panel and day, in the database's default retention
+    policy); "" for a panel whose newest day had none. One bounded query."""
     days = db.query(f"SELECT last(\"kinds\") AS kinds FROM {influx.ident(measurements.PANEL_DAY)} "
-                    f"WHERE time >= {_ns(end - timedelta(days=KINDS_DAYS))} AND time < {_ns(end)} "
+                    f"WHERE time >= {end_ns - KINDS_DAYS * 86400 * NS} AND time < {end_ns} "
                     f"GROUP BY gateway_id, node_id", epoch="s")
-    for tags, v in influx.rows(days):
-        row = nodes.get(_node_key(tags))
-        if row is not None:
-            row.kinds = v["kinds"] or ""
+    return {_node_key(tags): v["kinds"] or "" for tags, v in influx.rows(days)}
 
 
 def _cell(value: Any) -> str:
