@@ -247,7 +247,7 @@ def test_refused_credentials_exit_2_with_what_to_set(influxd_auth):
 
 
 @pytest.mark.parametrize("args, said", [
-    (["--days", "0"], "give 1 to 90 days"),
+    (["--days", "0"], "is not a number of days from 1 to 90"),
     (["--days", "x"], "'x' is not a number"),
     (["--format", "xml"], "invalid choice: 'xml'"),
     (["--latitude", "48.1"], "--latitude and --longitude go together"),

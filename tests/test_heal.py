@@ -175,7 +175,7 @@ def test_refused_credentials_exit_77(influxd_auth, tmp_path):
 @pytest.mark.parametrize("args, code, message", [
     (["--since", "yesterday"], 64, "is not RFC 3339"),
     (["--since", "2026-11-20T00:00:00Z", "--days", "2"], 64, "not allowed with argument"),
-    (["--days", "0"], 64, "must be positive"),
+    (["--days", "0"], 64, "is not a number above 0"),
     (["--journal", "/nonexistent/journal"], 66, "no journal at /nonexistent/journal"),
 ])
 def test_usage_errors_and_a_missing_journal(tmp_path, args, code, message):

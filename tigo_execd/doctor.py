@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tigo_execd import exitcodes
+from tigo_execd import argtypes, exitcodes
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.feeds import parse_host_port
 from tigo_execd.influx import (
@@ -490,17 +490,6 @@ def run_checks(args: argparse.Namespace) -> Iterator[Finding]:
     yield check_groups(user, args.user, serial_port(setup.source))
 
 
-def seconds(text: str) -> float:
-    """A --timeout: a finite number above 0 (sockets refuse the rest with a traceback)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
-
-
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check taptap, the source, InfluxDB, MQTT, the Telegraf "
                        "files and the telegraf user; print a fix for each problem",
@@ -523,7 +512,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--unit-dir", default="/etc/systemd/system/telegraf.service.d",
                    help="telegraf.service's drop-in directory, for SupplementaryGroups= "
                         "(default: /etc/systemd/system/telegraf.service.d)")
-    p.add_argument("--timeout", type=seconds, default=3.0,
+    p.add_argument("--timeout", type=argtypes.number(0, above=True, unit="seconds"), default=3.0,
                    help="seconds per network check (default: 3)")
     add_log_level(p)
     p.set_defaults(func=main)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from tigo_execd import exitcodes, influx
-from tigo_execd.convert import parse_timestamp
+from tigo_execd import argtypes, exitcodes, influx
+from tigo_execd.clock import NS
 from tigo_execd.fault_rules import (
     WARN,
     Analysis,
@@ -106,32 +106,6 @@ def format_table(findings: list[PanelFault], header: str, notes: list[str]) -> s
 
 # ------------------------------------------------------------------ command line
 
-def _rfc3339_s(text: str) -> int:
-    try:
-        return parse_timestamp(text) // 1_000_000_000
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (RFC 3339 with Z or an offset)") from None
-
-
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 1 <= value <= MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 1 to {MAX_DAYS} days")
-    return value
-
-
-def _degrees(text: str) -> float | None:
-    if not text.strip():
-        return None  # empty = unknown, as the watchdog takes it
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
 def _threshold(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
     if name not in Thresholds.names():
@@ -157,11 +131,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "no warning, 1: at least one, 2: the data cannot be read. "
                                    "Credentials: environment INFLUX_USER / INFLUX_PASS.")
     influx.add_arguments(p)
-    p.add_argument("--days", type=_days, default=7.0, help="days judged, ending at --now (default: 7)")
-    p.add_argument("--now", type=_rfc3339_s, default=None, metavar="RFC3339",
+    p.add_argument("--days", type=argtypes.number(1, MAX_DAYS, unit="days"), default=7.0,
+                   help="days judged, ending at --now (default: 7)")
+    p.add_argument("--now", type=argtypes.rfc3339_ns, default=None, metavar="RFC3339",
                    help="end of the window (default: now)")
-    p.add_argument("--latitude", type=_degrees, help="site latitude, north positive (empty = unknown)")
-    p.add_argument("--longitude", type=_degrees, help="site longitude, east positive (empty = unknown)")
+    p.add_argument("--latitude", type=argtypes.optional_number,
+                   help="site latitude, north positive (empty = unknown)")
+    p.add_argument("--longitude", type=argtypes.optional_number,
+                   help="site longitude, east positive (empty = unknown)")
     p.add_argument("--names", type=Path, metavar="FILE",
                    help="names file (barcode,panel,string rows): panel names, and peers by string")
     p.add_argument("--format", choices=("table", "json", "csv", "json-days"), default="table",
@@ -200,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error(f"faults: {exc}")
         return exitcodes.USAGE
-    now_s = args.now if args.now is not None else int(time.time())
+    now_s = args.now // NS if args.now is not None else int(time.time())
     try:
         result = analyse(settings, now_s)
     except InfluxError as exc:

@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tigo_execd import __version__, exitcodes, influx, lineproto, measurements
+from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
 from tigo_execd.nodes import current_kinds
 from tigo_execd.registry import id_sort_key
-from tigo_execd.watchdog import _positive, _rfc3339_ns
 
 BUCKET_NS = 5 * 60 * NS   # the dashboard's (and the rollups') energy buckets
 WH_DIVISOR = 12000        # mean W x 5 min = W / 12 Wh = W / 12000 kWh, as the dashboard writes it
@@ -337,16 +336,16 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--id-prefix", type=_ident, default="tigo",
                    help="start of every unique_id and object id (default: tigo)")
     p.add_argument("--site-name", default="Tigo site", help="the site device's name (default: Tigo site)")
-    p.add_argument("--inventory-days", type=_positive, default=7.0, metavar="DAYS",
+    p.add_argument("--inventory-days", type=argtypes.number(0, above=True), default=7.0, metavar="DAYS",
                    help="panels seen in this many days are published (default: 7)")
-    p.add_argument("--node-silence-min", type=_positive, default=30.0, metavar="MIN",
+    p.add_argument("--node-silence-min", type=argtypes.number(0, above=True), default=30.0, metavar="MIN",
                    help="a panel silent this long while others report is unavailable (default: 30)")
-    p.add_argument("--state-every-min", type=_positive, default=5.0, metavar="MIN",
+    p.add_argument("--state-every-min", type=argtypes.number(0, above=True), default=5.0, metavar="MIN",
                    help="an unchanged state is sent again after this long; entities expire after "
                         "three times this (default: 5)")
-    p.add_argument("--config-every-min", type=_positive, default=60.0, metavar="MIN",
+    p.add_argument("--config-every-min", type=argtypes.number(0, above=True), default=60.0, metavar="MIN",
                    help="every config is sent again within this period, spread over it (default: 60)")
-    p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
+    p.add_argument("--now", type=argtypes.rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
 

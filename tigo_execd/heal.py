@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tigo_execd import exitcodes, influx, journal, rollup
+from tigo_execd import argtypes, exitcodes, influx, journal, rollup
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
-from tigo_execd.convert import parse_timestamp
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.journal import HOUR_NS
 from tigo_execd.log import log
@@ -271,24 +270,20 @@ def register(sub: Subparsers) -> None:
                    help=f"the journal directory (default: {journal.default_dir()})")
     influx.add_arguments(p, measurement=False)
     window = p.add_mutually_exclusive_group()
-    window.add_argument("--since", metavar="RFC3339", help="heal reports from this time on")
-    window.add_argument("--days", type=float, default=journal.DEFAULT_DAYS, metavar="N",
+    window.add_argument("--since", type=argtypes.rfc3339_ns, metavar="RFC3339",
+                        help="heal reports from this time on")
+    window.add_argument("--days", type=argtypes.number(0, above=True), default=journal.DEFAULT_DAYS,
+                        metavar="N",
                         help=f"heal the last N days (default: {journal.DEFAULT_DAYS:g})")
     p.add_argument("--dry-run", action="store_true", help="say what is missing, write nothing")
-    p.add_argument("--now", type=parse_timestamp, help=argparse.SUPPRESS)  # tests: a fixed clock
+    p.add_argument("--now", type=argtypes.rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     now = args.now if args.now is not None else time.time_ns()
-    try:
-        since = parse_timestamp(args.since) if args.since else now - int(args.days * 24 * HOUR_NS)
-        if args.days <= 0 or args.timeout <= 0:
-            raise ValueError("--days and --timeout must be positive numbers")
-    except ValueError as exc:
-        log.error(f"heal: {exc}")
-        return exitcodes.USAGE
+    since = args.since if args.since is not None else now - int(args.days * 24 * HOUR_NS)
     directory = args.journal or journal.default_dir()
     if not directory.is_dir():
         log.error(f"heal: no journal at {directory}: `tigo-execd run` keeps one for live sources "

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from tigo_execd import measurements
+from tigo_execd import argtypes, measurements
 from tigo_execd.log import log
 
 
@@ -170,7 +170,8 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, measurement
     if measurement:
         p.add_argument("--measurement", default=measurements.POWER_REPORT,
                        help=f"measurement of the power reports (default: {measurements.POWER_REPORT})")
-    p.add_argument("--timeout", type=float, default=timeout, metavar="S",
+    p.add_argument("--timeout", type=argtypes.number(0, above=True, unit="seconds"), default=timeout,
+                   metavar="S",
                    help=f"HTTP timeout per InfluxDB query in seconds (default: {timeout:g})")
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tigo_execd import exitcodes, influx, measurements
+from tigo_execd import argtypes, exitcodes, influx, measurements
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import default_state_file, load_state, state_path
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
@@ -198,23 +198,6 @@ def format_json(report: Report) -> str:
 FORMATS = {"table": format_table, "csv": format_csv, "json": format_json}
 
 
-def _hours(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= MAX_HOURS:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_HOURS}")
-    return value
-
-
-def _when(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give a UTC offset or Z: {text!r}")
-    return t
-
-
 def register(subparsers: Subparsers) -> None:
     from tigo_execd.cli import add_log_level
 
@@ -222,8 +205,9 @@ def register(subparsers: Subparsers) -> None:
         "nodes", help="weak-node report: reports received vs due, rssi, silent nodes",
         description="Rank the optimizers worst first by the share of their reports that reached "
                     "InfluxDB. Credentials come from the environment: INFLUX_USER, INFLUX_PASS.")
-    p.add_argument("--hours", type=_hours, default=24.0, help="window length (default 24)")
-    p.add_argument("--until", type=_when, default=None, metavar="TIME",
+    p.add_argument("--hours", type=argtypes.number(0, MAX_HOURS, above=True, unit="hours"), default=24.0,
+                   help="window length (default 24)")
+    p.add_argument("--until", type=argtypes.rfc3339, default=None, metavar="TIME",
                    help="end of the window, ISO 8601 with offset (default: now)")
     p.add_argument("--format", choices=list(FORMATS), default="table")
     influx.add_arguments(p)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
-from tigo_execd import exitcodes, influx, lineproto
+from tigo_execd import argtypes, exitcodes, influx, lineproto
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable, ident
 from tigo_execd.log import log
 
@@ -261,28 +261,6 @@ def backfill(db: Influx, n: Names, start: int, end: int, retry_s: float) -> int:
 
 # ---- command line ----
 
-def _since(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r} (e.g. 2024-06-01T00:00:00Z)") \
-            from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give a UTC offset or Z: {text!r}")
-    return t
-
-
-def _days(text: str) -> float:
-    """A number >= 0 (days, or seconds for --retry-for)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 <= v < 100000:
-        raise argparse.ArgumentTypeError(f"not a number >= 0: {text!r}")
-    return v
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from tigo_execd.cli import add_log_level
 
@@ -292,11 +270,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "the existing history, one day at a time, server-side. Safe to interrupt and re-run. "
                     "Credentials come from the environment: INFLUX_USER, INFLUX_PASS.")
     span = p.add_mutually_exclusive_group()
-    span.add_argument("--days", type=_days, metavar="N",
+    span.add_argument("--days", type=argtypes.number(0, 100000), metavar="N",
                       help="roll up the last N days (0: only create what live rollups need); default: "
                            "all history")
-    span.add_argument("--since", type=_since, metavar="RFC3339", help="roll up from this time on")
-    p.add_argument("--retry-for", type=_days, default=60.0, metavar="S",
+    span.add_argument("--since", type=argtypes.rfc3339, metavar="RFC3339", help="roll up from this time on")
+    p.add_argument("--retry-for", type=argtypes.number(0, 100000), default=60.0, metavar="S",
                    help="how long to wait for InfluxDB to come back mid-backfill before giving up "
                         "(default 60; a re-run resumes where it stopped)")
     influx.add_arguments(p, timeout=120.0)

@@ -43,10 +43,9 @@ from typing import IO, Any
 
 import orjson
 
-from tigo_execd import autoheal, exitcodes, influx, lineproto, measurements, sun
+from tigo_execd import argtypes, autoheal, exitcodes, influx, lineproto, measurements, sun
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
-from tigo_execd.convert import parse_timestamp
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
 from tigo_execd.registry import id_sort_key
@@ -512,39 +511,6 @@ def summary(verdict: Verdict, facts: Facts) -> str:
     return " ".join(parts) + ": " + verdict.message
 
 
-def _rfc3339_ns(text: str) -> int:
-    try:
-        return parse_timestamp(text)  # the converter's parser: exact, and an offset is required
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (RFC 3339 with Z or an offset)") from None
-
-
-def _optional_float(text: str) -> float | None:
-    """Empty means "not set", so a Telegraf conf can pass "${TIGO_LATITUDE:-}" unconditionally."""
-    return _number(text) if text.strip() else None
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
-
-
-def _not_negative(text: str) -> float:
-    value = _number(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
-    return value
-
-
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("watchdog", help="health check of the data flow (Telegraf inputs.execd, STDIN)",
                        description="Check that reports arrive in InfluxDB and say why not. Without "
@@ -557,27 +523,27 @@ def register(sub: Subparsers) -> None:
     influx.add_arguments(p)
     p.add_argument("--ingest-measurement", default=measurements.INGEST,
                    help=f"measurement of tigo-execd run's self-metrics (default: {measurements.INGEST})")
-    p.add_argument("--latitude", type=_optional_float,
+    p.add_argument("--latitude", type=argtypes.optional_number,
                    help="site latitude in degrees, north positive (empty = unknown)")
-    p.add_argument("--longitude", type=_optional_float,
+    p.add_argument("--longitude", type=argtypes.optional_number,
                    help="site longitude in degrees, east positive (empty = unknown)")
-    p.add_argument("--max-lag-min", type=_positive, default=240.0, metavar="MIN",
+    p.add_argument("--max-lag-min", type=argtypes.number(0, above=True), default=240.0, metavar="MIN",
                    help="staleness limit without a location, as the old check (default: 240)")
-    p.add_argument("--day-lag-min", type=_positive, default=15.0, metavar="MIN",
+    p.add_argument("--day-lag-min", type=argtypes.number(0, above=True), default=15.0, metavar="MIN",
                    help="staleness limit in daylight when the location is known (default: 15)")
-    p.add_argument("--node-silence-min", type=_positive, default=30.0, metavar="MIN",
+    p.add_argument("--node-silence-min", type=argtypes.number(0, above=True), default=30.0, metavar="MIN",
                    help="an optimizer silent this long while others report is listed (default: 30)")
     p.add_argument("--day-elevation", type=float, default=5.0, metavar="DEG",
                    help="sun elevation above which reports are expected (default: 5)")
-    p.add_argument("--inventory-days", type=_positive, default=7.0, metavar="DAYS",
+    p.add_argument("--inventory-days", type=argtypes.number(0, above=True), default=7.0, metavar="DAYS",
                    help="optimizers seen in this many days are expected to report (default: 7)")
-    p.add_argument("--ingest-window-min", type=_positive, default=10.0, metavar="MIN",
+    p.add_argument("--ingest-window-min", type=argtypes.number(0, above=True), default=10.0, metavar="MIN",
                    help="window of tigo_ingest self-metrics looked at (default: 10)")
-    p.add_argument("--faults-every-min", type=_not_negative, default=60.0, metavar="MIN",
+    p.add_argument("--faults-every-min", type=argtypes.number(0), default=60.0, metavar="MIN",
                    help="run the panel-fault analysis (tigo-execd faults) at most this often, not with "
                         "--once; 0 = never (default: 60)")
     autoheal.add_arguments(p)
-    p.add_argument("--now", type=_rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
+    p.add_argument("--now", type=argtypes.rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
 
