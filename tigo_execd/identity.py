@@ -33,6 +33,7 @@ from tigo_execd.barcode import address_to_barcode, barcode_to_address
 from tigo_execd.convert import Counters
 from tigo_execd.log import log
 from tigo_execd.registry import MAX_ID, Registry, parse_id
+from tigo_execd.systemd import state_dir
 
 SAVE_MIN_INTERVAL_S = 5.0  # an infrastructure report changes many nodes at once: one write for all
 NAMES_CHECK_S = 2.0
@@ -42,11 +43,7 @@ Names = dict[str | tuple[int, int], dict[str, str]]
 
 
 def default_state_file() -> Path:
-    """systemd's StateDirectory= when the unit has one, else the XDG state directory."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "registry.json"
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "tigo-execd" / "registry.json"
+    return state_dir() / "registry.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

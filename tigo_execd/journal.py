@@ -32,6 +32,7 @@ from pathlib import Path
 
 from tigo_execd.clock import NS
 from tigo_execd.log import log
+from tigo_execd.systemd import state_dir
 
 NAME = re.compile(r"tigo-(\d{8}T\d{2})-(\d+)\.lp\.gz")  # anything else in the directory is ignored
 HOUR_NS = 3600 * NS
@@ -46,11 +47,8 @@ MB = 1 << 20
 
 
 def default_dir() -> Path:
-    """Beside the node registry: systemd's StateDirectory= when set, else the XDG state directory."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "journal"
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "tigo-execd" / "journal"
+    """Beside the node registry, in the state directory."""
+    return state_dir() / "journal"
 
 
 def file_hour_ns(path: Path) -> int | None:

@@ -15,6 +15,14 @@ from pathlib import Path
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
 
 
+def state_dir() -> Path:
+    """Where tigo-execd keeps its state (node registry, journal): the unit's StateDirectory= when
+    systemd gives one, else the XDG state directory of the user running it."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "tigo-execd"
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, optional quotes).
 
