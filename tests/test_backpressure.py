@@ -19,7 +19,7 @@ from pathlib import Path
 
 from support.proc import Child, tigo_execd_argv
 from support.taptap_lines import NS, power_report, stamp
-from tigo_execd.output import Output
+from tigo_execd.ingest.output import Output
 
 F_SETPIPE_SZ = 1031
 CYCLE_NODES = 50            # a large home site: one report per node per cycle

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from support.paths import DATA
 from support.proc import tigo_execd_argv
-from tigo_execd.barcode import (
+from tigo_execd.identity.barcode import (
     CHECK_LETTERS,
     address_colon,
     address_hex,

@@ -23,8 +23,9 @@ import pytest
 from support.bridge_run import BUS, Run, run_bridge, taptap_starts
 from support.proc import pid_alive
 from support.serial_pty import DIALOUT, NO_DAC, NOBODY, Pty
-from tigo_execd import feeds, ingest
-from tigo_execd.capture import Recorder
+from tigo_execd.bus import feeds
+from tigo_execd.bus.capture import Recorder
+from tigo_execd.ingest.run import parse_source_spec
 
 FIRST, SECOND = b"".join(BUS.splitlines(True)[:5]), b"".join(BUS.splitlines(True)[5:])
 
@@ -388,7 +389,7 @@ def test_record_rotates_at_its_size_cap(tmp_path):
     ("cmd:taptap observe --serial /dev/ttyUSB0", ("taptap_cmd", "taptap observe --serial /dev/ttyUSB0")),
 ])
 def test_source_spec(spec, expected):
-    assert ingest.parse_source_spec(spec) == expected
+    assert parse_source_spec(spec) == expected
 
 
 @pytest.mark.parametrize("text, expected", [

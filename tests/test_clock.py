@@ -22,7 +22,7 @@ from tigo_execd.clock import (
     TimeCheck,
     read_kernel_clock,
 )
-from tigo_execd.convert import Converter
+from tigo_execd.ingest.convert import Converter
 
 NOW = FLOOR_NS + 30 * 86400 * NS  # the fake host clock: a month after the release
 

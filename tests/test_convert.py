@@ -11,8 +11,10 @@ import pytest
 
 from support.paths import DATA
 from support.taptap_lines import infrastructure_report, power_report
-from tigo_execd import convert, lineproto
-from tigo_execd.convert import Converter, parse_timestamp
+from tigo_execd import lineproto
+from tigo_execd.clock import parse_timestamp
+from tigo_execd.ingest import convert
+from tigo_execd.ingest.convert import Converter
 
 WORKED = (b'{"gateway":{"id":4609},"node":{"id":116},"timestamp":"2024-08-24T09:16:41.686961-05:00",'
           b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
@@ -269,7 +271,7 @@ def test_generic_line_formatting():
 
 
 def test_a_bus_cycling_through_ids_cannot_grow_memory_without_bound():
-    from tigo_execd.registry import MAX_NODES
+    from tigo_execd.identity.registry import MAX_NODES
     conv = Converter()
     lines = [report(gateway=g, node=n) for g in range(3) for n in range(1, 2 * MAX_NODES // 3 + 2)]
     infra = infrastructure_report({9: {n: {"address": "04:C0:5B:40:00:A2:34:6F"}

@@ -1,4 +1,4 @@
-"""The panel-fault rules (tigo_execd/fault_rules.py) on slot aggregates built here, no InfluxDB:
+"""The panel-fault rules (tigo_execd/analysis/fault_rules.py) on slot aggregates built here, no InfluxDB:
 each threshold just below and just above its edge, peers, whole-group drops, the daily records.
 
 A day here: sun from 05:00 to 19:00 UTC (sine), 8 panels of one gateway within +-1 % of each
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tigo_execd.fault_rules import analyse_panels, median_without, panel_days
-from tigo_execd.panel_stats import AGGREGATES, SLOT_S, Panel, Window
+from tigo_execd.analysis.fault_rules import analyse_panels, median_without, panel_days
+from tigo_execd.analysis.panel_stats import AGGREGATES, SLOT_S, Panel, Window
 
 START = 1781481600  # 2026-06-15T00:00:00Z
 DAYS = 5

@@ -21,8 +21,8 @@ import pytest
 from support import site
 from support.proc import tigo_execd_argv
 from support.servers import InfluxServer, free_port
-from tigo_execd.fault_rules import panel_days
-from tigo_execd.faults import FaultSettings, analyse
+from tigo_execd.analysis.fault_rules import panel_days
+from tigo_execd.analysis.faults import FaultSettings, analyse
 from tigo_execd.influx import Influx
 
 NOW = "2026-06-22T00:00:00Z"  # the end of the generated week

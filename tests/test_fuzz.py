@@ -30,8 +30,8 @@ from support.proc import tigo_execd_argv
 from support.telegraf_harness import parse_line
 from support.telegraf_mqtt import Metric
 from tigo_execd.clock import TimeCheck
-from tigo_execd.convert import Converter
-from tigo_execd.registry import Registry
+from tigo_execd.identity.registry import Registry
+from tigo_execd.ingest.convert import Converter
 
 MEASUREMENT = "tigo_power_report"
 FIELDS = {"voltage_in_v", "voltage_out_v", "current_in_a", "power_w", "current_out_a", "duty_cycle",

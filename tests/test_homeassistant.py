@@ -485,7 +485,7 @@ def cpu_of(pid: int) -> float:
 
 def test_a_minute_of_100_panels_costs_little(influxd, influx_db, capsys):
     """100 panels, 12 h of reports: each later minute's work (ours and InfluxDB's) well under 1 s."""
-    from tigo_execd.ha_discovery import Publisher, Settings
+    from tigo_execd.health.homeassistant import Publisher, Settings
 
     now = time.time_ns() // (60 * NS) * (60 * NS) - 6 * 60 * NS
     lines = fleet_lines(100, now - 12 * 3600 * NS, now + 6 * 60 * NS)  # the last 6 min come later
@@ -537,7 +537,7 @@ class FakeInflux:
 def test_2000_panels_message_count_per_minute(capsys):
     """Messages per minute for 2,000 panels: all states by day (they change), at night the same
     every --state-every-min only; configs all at start, then spread over the hour."""
-    from tigo_execd.ha_discovery import Publisher, Settings
+    from tigo_execd.health.homeassistant import Publisher, Settings
 
     fake = FakeInflux(2000)
     publisher = Publisher(Settings(fake, "", "m", "homeassistant", "tigo/health", "tigo",  # type: ignore[arg-type]

@@ -24,14 +24,15 @@ from pathlib import Path
 
 from support.bridge_run import fake_taptap
 from support.proc import children
-from tigo_execd import bridge, feeds, ingest, reconnect
+from tigo_execd.bus import feeds, reconnect
 from tigo_execd.clock import ClockWatch, TimeCheck
-from tigo_execd.convert import Converter
-from tigo_execd.identity import Identity
+from tigo_execd.identity.registry import Registry
+from tigo_execd.identity.store import Identity
+from tigo_execd.ingest import bridge, run
+from tigo_execd.ingest.convert import Converter
+from tigo_execd.ingest.output import Output
+from tigo_execd.ingest.sources import Source, TaptapSource
 from tigo_execd.log import log
-from tigo_execd.output import Output
-from tigo_execd.registry import Registry
-from tigo_execd.sources import Source, TaptapSource
 
 # dated now, to the second, as taptap dates by the host clock (the clock check judges it)
 REPORT = (b'{"gateway":{"id":4609},"node":{"id":%d},"timestamp":"'
@@ -76,7 +77,7 @@ class Pipeline:
         registry = Registry()
         converter = Converter(registry=registry)
         converter.time_check = TimeCheck()
-        self.ingest = ingest.Ingest(self.source, converter, stats_interval=0.05,
+        self.ingest = run.Ingest(self.source, converter, stats_interval=0.05,
                                     identity=Identity(registry, self.tmp_path / "state.json", None),
                                     output=Output(self.write_fd), clock=ClockWatch())
         loop = asyncio.get_running_loop()
@@ -140,7 +141,7 @@ def quiet_log(monkeypatch) -> None:
 def test_1000_taptap_restarts_leak_nothing(tmp_path, monkeypatch):
     """taptap killed 1,000 times (SIGKILL and SIGTERM alternately), restarted by the Supervisor."""
     quiet_log(monkeypatch)
-    monkeypatch.setattr(ingest, "is_pipe", lambda fd: False)  # fd 0 is pytest's, not Telegraf's
+    monkeypatch.setattr(run, "is_pipe", lambda fd: False)  # fd 0 is pytest's, not Telegraf's
     counter = tmp_path / "n"
     counter.write_text("0")
     # a taptap that prints one report (a new node and time each start) and waits to be killed
@@ -167,7 +168,7 @@ def test_1000_taptap_restarts_leak_nothing(tmp_path, monkeypatch):
 def bridge_source(feed, tmp_path: Path, monkeypatch) -> bridge.BridgeSource:
     """The bridge with the fake taptap; reopening at once instead of after 1 s, 2 s, ..."""
     quiet_log(monkeypatch)
-    monkeypatch.setattr(ingest, "is_pipe", lambda fd: False)
+    monkeypatch.setattr(run, "is_pipe", lambda fd: False)
     monkeypatch.setattr(reconnect, "MIN_DELAY", 0.0)
     return bridge.BridgeSource(feed, fake_taptap(tmp_path), diagnose_after=0)
 

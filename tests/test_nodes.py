@@ -208,7 +208,8 @@ def test_by_hand_the_services_registry_is_read_and_named(day_db, tmp_path, monke
     """A person runs `nodes` with their own ~/.local/state, the service keeps its registry in
     /var/lib/tigo-execd: the service's is what they mean; --state-file and the unit's own
     STATE_DIRECTORY still win."""
-    from tigo_execd import cli, nodes
+    from tigo_execd import cli
+    from tigo_execd.analysis import nodes
 
     service = tmp_path / "var-lib" / "registry.json"
     service.parent.mkdir()

@@ -16,7 +16,7 @@ import pytest
 from support.paths import ROOT
 from support.proc import tigo_execd_argv
 from support.serial_pty import DIALOUT, NO_DAC, NOBODY, Pty
-from tigo_execd import ports
+from tigo_execd.bus import ports
 
 BY_ID_NAME = "usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"
 

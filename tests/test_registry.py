@@ -16,9 +16,9 @@ import pytest
 
 from support.proc import Child, tigo_execd_argv
 from support.taptap_lines import infrastructure_report, power_report
-from tigo_execd.convert import Converter
-from tigo_execd.identity import parse_names
-from tigo_execd.registry import Registry
+from tigo_execd.identity.registry import Registry
+from tigo_execd.identity.store import parse_names
+from tigo_execd.ingest.convert import Converter
 
 DATA = Path(__file__).parent / "data"
 GW_ADDR = "04c05b300002be16"

@@ -26,7 +26,7 @@ from support.paths import ROOT
 from support.proc import Child, descendants, pid_alive
 from support.service_env import telegraf_env
 from support.wait import wait_until_async
-from tigo_execd.telegraf_config import plugins, unknown_options
+from tigo_execd.setup.telegraf_config import plugins, unknown_options
 
 TELEGRAF = ROOT / "telegraf"
 TELEGRAF_CONFS = sorted(TELEGRAF.glob("*.conf"))  # Telegraf's only: systemd's files are in systemd/

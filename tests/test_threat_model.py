@@ -34,10 +34,11 @@ from support.serial_pty import Pty
 from support.service_env import telegraf_env
 from support.taptap_lines import stamp
 from support.wait import wait_until_async
-from tigo_execd import cli, identity
+from tigo_execd import cli
 from tigo_execd import log as logmod
-from tigo_execd.convert import parse_timestamp
-from tigo_execd.registry import Registry
+from tigo_execd.clock import parse_timestamp
+from tigo_execd.identity import store
+from tigo_execd.identity.registry import Registry
 
 SAMPLE = DATA / "taptap-upstream.jsonl"   # 10 reports, nodes 116, 82, 19, 121, 2 (4-A2346FZ), 3
 TELEGRAF = ROOT / "telegraf"
@@ -352,10 +353,10 @@ def test_state_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "registry.json"
     registry = Registry()
     registry.learn_node(4609, 2, None, "4-A2346FZ")
-    assert identity.save_state(registry, path)
+    assert store.save_state(registry, path)
     first_inode, first = path.stat().st_ino, path.read_bytes()
     registry.learn_node(4609, 3, "04c05b4000a23471", None)
-    assert identity.save_state(registry, path)
+    assert store.save_state(registry, path)
     assert path.stat().st_ino != first_inode  # a new file renamed over the old, not rewritten in place
     second = path.read_bytes()
     assert b'"3"' in second and first != second
@@ -365,7 +366,7 @@ def test_state_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", disk_full)
     registry.learn_node(4609, 5, None, "4-A23471V")
-    assert identity.save_state(registry, path) is False
+    assert store.save_state(registry, path) is False
     assert path.read_bytes() == second
     assert [p.name for p in tmp_path.iterdir()] == ["registry.json"]
 

@@ -11,8 +11,7 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from tigo_execd.clock import NS
-from tigo_execd.convert import parse_timestamp
+from tigo_execd.clock import NS, parse_timestamp
 
 
 def _float(text: str) -> float | None:

@@ -15,9 +15,10 @@ from typing import TypeAlias
 from tigo_execd import __version__, exitcodes
 from tigo_execd.log import LEVELS, install_excepthook, log
 
-SUBCOMMANDS = {"run": "ingest", "barcode": "barcode", "nodes": "nodes", "watchdog": "watchdog",
-               "ports": "ports", "doctor": "doctor", "faults": "faults", "rollup": "rollup",
-               "heal": "heal", "homeassistant": "ha_discovery"}
+SUBCOMMANDS = {"run": "ingest.run", "barcode": "identity.barcode", "nodes": "analysis.nodes",
+               "watchdog": "health.watchdog", "ports": "bus.ports", "doctor": "setup.doctor",
+               "faults": "analysis.faults", "rollup": "analysis.rollup", "heal": "health.heal",
+               "homeassistant": "health.homeassistant"}
 
 
 class Parser(argparse.ArgumentParser):

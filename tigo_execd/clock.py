@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,42 @@ TIME_ERROR = 5
 STATES = {0: "TIME_OK", 1: "TIME_INS", 2: "TIME_DEL", 3: "TIME_OOP", 4: "TIME_WAIT", 5: "TIME_ERROR"}
 FIX = ("enable NTP: `sudo timedatectl set-ntp true` (systemd-timesyncd) or install chrony, "
        "and check that the host reaches an NTP server")
+
+_TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
+                 rb"(?:[Zz]|([+-])(\d\d):?(\d\d))")
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+# InfluxDB stores int64 nanoseconds; it rejects the extremes of the range.
+_TS_MIN, _TS_MAX = -9_223_372_036_854_775_806, 9_223_372_036_854_775_806
+
+
+def parse_timestamp(text: str) -> int:
+    """RFC 3339 text with 0-9 fractional digits and `Z` or any offset -> exact epoch nanoseconds.
+
+    Python's datetime keeps microseconds only, so the fraction is carried as an integer.
+    Raises ValueError for anything else, including impossible dates and out-of-range instants.
+    """
+    m = _TS.fullmatch(text.encode("ascii", "replace"))
+    if not m:
+        raise ValueError(f"timestamp {text[:40]!r} is not RFC 3339")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, sign, off_h, off_m = m.group(7), m.group(8), m.group(9), m.group(10)
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"timestamp {text!r} has an impossible time of day")
+    try:
+        days = dt.date(year, month, day).toordinal() - _EPOCH
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} has an impossible date") from None
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    if sign:
+        oh, om = int(off_h), int(off_m)
+        if oh > 23 or om > 59:
+            raise ValueError(f"timestamp {text!r} has an impossible UTC offset")
+        seconds -= (1 if sign == b"+" else -1) * (oh * 3600 + om * 60)
+    ns = seconds * NS + (int(frac.ljust(9, b"0")) if frac else 0)
+    if not _TS_MIN <= ns <= _TS_MAX:
+        raise ValueError(f"timestamp {text!r} is outside the range InfluxDB can store")
+    return ns
+
 
 
 class ImplausibleTime(ValueError):

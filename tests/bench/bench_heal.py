@@ -31,12 +31,12 @@ for _path in (str(ROOT), str(ROOT / "tests")):
         sys.path.insert(0, _path)
 
 from support.servers import InfluxServer  # noqa: E402
-from tigo_execd.barcode import address_to_barcode  # noqa: E402
-from tigo_execd.convert import Converter  # noqa: E402
-from tigo_execd.heal import Healer, Result  # noqa: E402
+from tigo_execd.health.heal import Healer, Result  # noqa: E402
+from tigo_execd.identity.barcode import address_to_barcode  # noqa: E402
+from tigo_execd.identity.registry import Registry  # noqa: E402
 from tigo_execd.influx import Influx  # noqa: E402
+from tigo_execd.ingest.convert import Converter  # noqa: E402
 from tigo_execd.journal import Journal  # noqa: E402
-from tigo_execd.registry import Registry  # noqa: E402
 
 NS = 1_000_000_000
 

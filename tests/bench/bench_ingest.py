@@ -24,7 +24,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tigo_execd.barcode import address_to_barcode  # noqa: E402  (the repository's, not an installed one)
+from tigo_execd.identity.barcode import address_to_barcode  # noqa: E402  (the repository's, not an installed one)
 
 FLOOR = "import sys, orjson\nfor line in sys.stdin.buffer:\n    orjson.loads(line)\n"
 
@@ -118,7 +118,7 @@ if sys.argv[2] == "floor":
     for line in lines:
         orjson.loads(line)
 else:
-    from tigo_execd.convert import Converter
+    from tigo_execd.ingest.convert import Converter
     conv = Converter()
     for i in range(0, len(lines), 5000):
         conv.convert_lines(lines[i:i + 5000]).encode()

@@ -43,12 +43,13 @@ from typing import IO, Any
 
 import orjson
 
-from tigo_execd import argtypes, autoheal, exitcodes, influx, lineproto, measurements, sun
+from tigo_execd import argtypes, exitcodes, influx, lineproto, measurements, sun
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
+from tigo_execd.health import autoheal
+from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
-from tigo_execd.registry import id_sort_key
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
 CODES = {OK: exitcodes.OK, WARN: exitcodes.WARN, CRIT: exitcodes.CRIT}  # `code` field, --once exit

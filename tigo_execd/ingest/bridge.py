@@ -16,12 +16,12 @@ import errno
 import time
 from collections.abc import AsyncIterator, Callable
 
-from tigo_execd.capture import Recorder, ReplayFile
-from tigo_execd.feeds import BUS_RATE, DEFAULT_TCP_PORT, LiveFeed, SerialFeed, TcpFeed, parse_host_port
+from tigo_execd.bus.capture import Recorder, ReplayFile
+from tigo_execd.bus.feeds import BUS_RATE, DEFAULT_TCP_PORT, LiveFeed, SerialFeed, TcpFeed, parse_host_port
+from tigo_execd.bus.reconnect import SILENT, Reconnect
+from tigo_execd.bus.relay import LOOPBACK, Relay
+from tigo_execd.ingest.sources import Source
 from tigo_execd.log import log
-from tigo_execd.reconnect import SILENT, Reconnect
-from tigo_execd.relay import LOOPBACK, Relay
-from tigo_execd.sources import Source
 from tigo_execd.taptap import Supervisor, not_found_message, resolve
 
 READ_SIZE = 1 << 16

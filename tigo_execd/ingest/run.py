@@ -17,17 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tigo_execd import bridge, exitcodes, journal, lineproto, measurements
-from tigo_execd.capture import ReplayFile
+from tigo_execd import exitcodes, journal, lineproto, measurements
+from tigo_execd.bus.capture import ReplayFile
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import ClockWatch, TimeCheck
-from tigo_execd.convert import Converter
-from tigo_execd.identity import Identity, state_path
-from tigo_execd.identity import add_arguments as add_identity_arguments
+from tigo_execd.identity.store import Identity, state_path
+from tigo_execd.identity.store import add_arguments as add_identity_arguments
+from tigo_execd.ingest import bridge
+from tigo_execd.ingest.convert import Converter
+from tigo_execd.ingest.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
+from tigo_execd.ingest.sources import DemoSource, JsonlSource, Source, TaptapSource
 from tigo_execd.journal import Journal
 from tigo_execd.log import log
-from tigo_execd.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
-from tigo_execd.sources import DemoSource, JsonlSource, Source, TaptapSource
 
 MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
 SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held

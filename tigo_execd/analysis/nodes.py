@@ -28,10 +28,10 @@ import orjson
 
 from tigo_execd import argtypes, exitcodes, influx, measurements
 from tigo_execd.clock import NS, iso_utc
-from tigo_execd.identity import default_state_file, load_state, state_path
+from tigo_execd.identity.registry import Registry, id_sort_key
+from tigo_execd.identity.store import default_state_file, load_state, state_path
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
-from tigo_execd.registry import Registry, id_sort_key
 
 if TYPE_CHECKING:
     from tigo_execd.cli import Subparsers

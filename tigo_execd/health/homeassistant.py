@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
+from tigo_execd.analysis.nodes import current_kinds
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
+from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
-from tigo_execd.nodes import current_kinds
-from tigo_execd.registry import id_sort_key
 
 BUCKET_NS = 5 * 60 * NS   # the dashboard's (and the rollups') energy buckets
 WH_DIVISOR = 12000        # mean W x 5 min = W / 12 Wh = W / 12000 kWh, as the dashboard writes it

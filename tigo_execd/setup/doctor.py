@@ -31,8 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tigo_execd import argtypes, exitcodes
+from tigo_execd.bus.feeds import parse_host_port
+from tigo_execd.bus.ports import BY_ID, by_id_links
 from tigo_execd.cli import Subparsers, add_log_level
-from tigo_execd.feeds import parse_host_port
 from tigo_execd.influx import (
     Influx,
     InfluxAuthFailed,
@@ -41,13 +42,10 @@ from tigo_execd.influx import (
     InfluxUnreachable,
     check_url,
 )
-from tigo_execd.ingest import parse_source_spec
-from tigo_execd.mqtt_probe import CONNACK, mqtt_handshake
-from tigo_execd.ports import BY_ID, by_id_links
+from tigo_execd.ingest.run import parse_source_spec
 from tigo_execd.procfs import holders
-from tigo_execd.systemd import SERVICE_PATH, ServiceUser, group_name, read_env_file, user_name
-from tigo_execd.taptap import cargo_bin, resolve
-from tigo_execd.telegraf_config import (
+from tigo_execd.setup.mqtt_probe import CONNACK, mqtt_handshake
+from tigo_execd.setup.telegraf_config import (
     MEASUREMENT,
     command_of,
     header_lines,
@@ -57,6 +55,8 @@ from tigo_execd.telegraf_config import (
     tigo_metrics_sent,
     unknown_options,
 )
+from tigo_execd.systemd import SERVICE_PATH, ServiceUser, group_name, read_env_file, user_name
+from tigo_execd.taptap import cargo_bin, resolve
 
 TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
                   "--profile minimal && ~/.cargo/bin/cargo install taptap --locked && "

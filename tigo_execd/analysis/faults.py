@@ -21,8 +21,7 @@ from pathlib import Path
 import orjson
 
 from tigo_execd import argtypes, exitcodes, influx
-from tigo_execd.clock import NS
-from tigo_execd.fault_rules import (
+from tigo_execd.analysis.fault_rules import (
     WARN,
     Analysis,
     PanelFault,
@@ -31,10 +30,11 @@ from tigo_execd.fault_rules import (
     analyse_panels,
     panel_days,
 )
-from tigo_execd.identity import Names, parse_names
+from tigo_execd.analysis.panel_stats import DAY_S, SLOT_S, make_window, read
+from tigo_execd.clock import NS
+from tigo_execd.identity.store import Names, parse_names
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
-from tigo_execd.panel_stats import DAY_S, SLOT_S, make_window, read
 from tigo_execd.sun import check_location, elevations
 
 MAX_DAYS = 90        # 90 days of 100 panels stay under 40 MB of slot aggregates

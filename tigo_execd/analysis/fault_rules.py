@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
-from tigo_execd.panel_stats import REPORT_PERIOD_S, SLOT_S, Panel, Window
+from tigo_execd.analysis.panel_stats import REPORT_PERIOD_S, SLOT_S, Panel, Window
 
 KINDS = ("bypass_diode", "underperforming", "shaded", "hot", "no_power", "comms")
 WARN, INFO = "warn", "info"

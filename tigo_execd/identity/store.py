@@ -26,13 +26,13 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
-from tigo_execd.barcode import address_to_barcode, barcode_to_address
-from tigo_execd.convert import Counters
+from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
+from tigo_execd.identity.registry import MAX_ID, Registry, parse_id
 from tigo_execd.log import log
-from tigo_execd.registry import MAX_ID, Registry, parse_id
 from tigo_execd.systemd import state_dir
 
 SAVE_MIN_INTERVAL_S = 5.0  # an infrastructure report changes many nodes at once: one write for all
@@ -179,6 +179,13 @@ def _line_list(lines: list[int]) -> str:
     return ", ".join(str(n) for n in lines[:20]) + (", ..." if len(lines) > 20 else "")
 
 
+class ReportCounts(Protocol):
+    """What the names file's check needs of the converter's counters (ingest's, read here only)."""
+
+    reports: int
+    nodes: set[tuple[int, int]]
+
+
 class Identity:
     """Keeps a registry's state file current and its names in step with the names file."""
 
@@ -189,7 +196,7 @@ class Identity:
         self._dirty = asyncio.Event()
         self._names_stat: tuple[int, int, int] | None = None
         self._names_text: str | None = None
-        self.counters: Counters | None = None  # the converter's: which nodes have reported
+        self.counters: ReportCounts | None = None  # the converter's: which nodes have reported
         self._unjudged: list[tuple[str | tuple[int, int], int]] = []  # rows, lines: known yet?
         self._reports_at_load = 0
 

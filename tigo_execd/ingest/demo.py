@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from tigo_execd.barcode import address_colon, address_to_barcode
-from tigo_execd.convert import parse_timestamp
+from tigo_execd.clock import parse_timestamp
+from tigo_execd.identity.barcode import address_colon, address_to_barcode
 
 OFFSET = dt.timezone(dt.timedelta(hours=2))
 DAY = dt.datetime(2025, 6, 21, tzinfo=OFFSET)

@@ -7,7 +7,7 @@ import asyncio
 import os
 
 from tigo_execd import procfs
-from tigo_execd.feeds import BUS_RATE
+from tigo_execd.bus.feeds import BUS_RATE
 from tigo_execd.log import log
 
 BACKLOG = BUS_RATE * 60      # bytes kept for taptap while it (re)starts; taptap dates reports by

@@ -10,7 +10,7 @@ import socket
 import termios
 from typing import Any
 
-from tigo_execd import ports
+from tigo_execd.bus import ports
 
 BUS_RATE = 3840              # bytes/s: 38400 baud, 8N1
 CONNECT_TIMEOUT = 10.0

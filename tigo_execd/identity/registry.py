@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tigo_execd.barcode import COLON_HEX, address_to_barcode, barcode_to_address, is_valid_barcode
+from tigo_execd.identity.barcode import COLON_HEX, address_to_barcode, barcode_to_address, is_valid_barcode
 from tigo_execd.log import log
 
 # A CCA serves at most 7 TAPs x 300 optimizers (TAPTAP.md): more distinct ids than this mean a

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
-from tigo_execd.output import is_pipe
+from tigo_execd.ingest.output import is_pipe
 from tigo_execd.taptap import Supervisor
 
 FILE_CHUNK = 1 << 20
@@ -105,7 +105,7 @@ class DemoSource(Source):
     name = "demo"
 
     def __init__(self) -> None:
-        from tigo_execd import demo
+        from tigo_execd.ingest import demo
         self.lines, last_ns = demo.day()
         self.time_shift_ns = time.time_ns() - last_ns
         self._stopping = False

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tigo_execd import argtypes, exitcodes, influx, journal, rollup
+from tigo_execd import argtypes, exitcodes, influx, journal
+from tigo_execd.analysis import rollup
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tigo_execd import journal, lineproto
 from tigo_execd.clock import iso_utc
-from tigo_execd.heal import SETTLE_NS, Healer, Result
+from tigo_execd.health.heal import SETTLE_NS, Healer, Result
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.journal import HOUR_NS
 from tigo_execd.log import log
