@@ -14,14 +14,16 @@ before the first header form the face `roof`), and so are `azimuth` (0-360) and 
 degrees. The format is a contract (issue 22).
 
 It lives beside the names file (identity) because it names panels the same way and every command
-that reads the names file reads it too. parse() checks the drawing alone; resolve() finds each
-spot's optimizer among the panels Known from the names file, the node registry and the reports,
-so a token that names none, or a panel drawn twice, is a mistake. Every mistake is a line-numbered
-message; load() refuses a file with any (LayoutError), as a roof drawn half right misleads.
+that reads the names file reads it too. read() checks the drawing alone (before anything is
+asked of InfluxDB); Drawing.resolve() finds each spot's optimizer among the panels Known from the
+names file, the node registry and the reports, so a token that names none, or a panel drawn
+twice, is a mistake. Every mistake is a line-numbered message; a file with any is refused as a
+whole (LayoutError), as a roof drawn half right misleads.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,9 +31,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tigo_execd import exitcodes
-from tigo_execd.barcode import address_to_barcode, barcode_to_address
-from tigo_execd.identity import Names
-from tigo_execd.registry import MAX_NODES, Registry, id_sort_key, parse_id
+from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
+from tigo_execd.identity.store import Names
+from tigo_execd.identity.registry import MAX_NODES, Registry, id_sort_key, parse_id
 
 MAX_BYTES = 1 << 20   # a drawing of MAX_NODES panels is under 100 KB: anything bigger is not one
 MAX_TOKEN = 64        # the names file's MAX_NAME
@@ -184,11 +186,19 @@ class Layout:
         if not missing:
             return None
         shown = ", ".join(f"{g}/{n}" for g, n in missing[:40]) + (", ..." if len(missing) > 40 else "")
-        return (f"{self.source}: {len(missing)} panel{'s' * (len(missing) > 1)} report but "
-                f"{'are' if len(missing) > 1 else 'is'} not drawn: {shown}")
+        many = len(missing) > 1
+        return (f"{self.source}: {len(missing)} {'panels report' if many else 'panel reports'} but "
+                f"{'are' if many else 'is'} not drawn: {shown}")
 
 
 # ------------------------------------------------------------------ reading and parsing
+
+def add_arguments(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    """--layout, as every command that reads the names file takes it."""
+    p.add_argument("--layout", type=Path, metavar="FILE",
+                   help="layout file: the roof drawn in text, a face per [name azimuth=... tilt=...] "
+                        "block, a line per row of panels (docs/reference/layout.md)")
+
 
 def read_text(path: Path) -> str:
     """The file's text; LayoutError (NOINPUT) when it cannot be opened, (DATAERR) when it is too
@@ -214,7 +224,7 @@ def read_text(path: Path) -> str:
 
 
 @dataclass
-class _Draft:
+class FaceDraft:
     """A face while it is read."""
 
     name: str
@@ -223,10 +233,42 @@ class _Draft:
     rows: list[tuple[int, list[str]]] = field(default_factory=list)  # (line, tokens)
 
 
-def parse(text: str, source: str) -> tuple[list[_Draft], list[str]]:
-    """The faces as drawn (tokens not yet resolved) and the mistakes of the drawing itself."""
+@dataclass(frozen=True)
+class Drawing:
+    """The file as drawn, checked on its own, its tokens not yet resolved to optimizers."""
+
+    source: str
+    faces: list[FaceDraft]
+
+    def resolve(self, known: Known) -> Layout:
+        """The Layout; LayoutError with every token that names no known panel or a panel twice."""
+        layout, problems = resolve(self, known)
+        if problems:
+            raise LayoutError(problems)
+        return layout
+
+
+def read(path: Path, source: str | None = None) -> Drawing:
+    """Read and parse a layout file; LayoutError with every mistake of the drawing itself."""
+    drawing, problems = parse(read_text(path), source or str(path))
+    if problems:
+        raise LayoutError(problems)
+    return drawing
+
+
+def load(path: Path, known: Known, source: str | None = None) -> Layout:
+    """read() and resolve() in one, every mistake of both told at once."""
+    drawing, problems = parse(read_text(path), source or str(path))
+    layout, unresolved = resolve(drawing, known)
+    if problems or unresolved:
+        raise LayoutError(sorted(problems + unresolved, key=_line_of))
+    return layout
+
+
+def parse(text: str, source: str) -> tuple[Drawing, list[str]]:
+    """The faces as drawn and the mistakes of the drawing itself, in line order."""
     problems: list[str] = []
-    faces: list[_Draft] = []
+    faces: list[FaceDraft] = []
     where = f"{source} line"
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
@@ -242,12 +284,13 @@ def parse(text: str, source: str) -> tuple[list[_Draft], list[str]]:
                 faces.append(face)
             continue
         if not faces:
-            faces.append(_Draft(DEFAULT_FACE, n))
+            faces.append(FaceDraft(DEFAULT_FACE, n))
         tokens = line.split()
-        for token in tokens:
+        for i, token in enumerate(tokens):
             if len(token) > MAX_TOKEN or not token.isprintable():
                 problems.append(f"{where} {n}: {token[:MAX_TOKEN]!r}... is not a panel: a token is a "
                                 f"name of at most {MAX_TOKEN} printable characters")
+                tokens[i] = EMPTY  # told once: not again as a panel nobody knows
         faces[-1].rows.append((n, tokens))
     for face in faces:
         if not any(t != EMPTY for _, tokens in face.rows for t in tokens):
@@ -259,10 +302,10 @@ def parse(text: str, source: str) -> tuple[list[_Draft], list[str]]:
                         "(one line per row of panels, e.g. `4609/2 4609/3 4609/4`)")
     elif sum(t != EMPTY for f in faces for _, ts in f.rows for t in ts) > MAX_NODES:
         problems.append(f"{source}: over {MAX_NODES} panels drawn, more than a CCA serves")
-    return faces, problems
+    return Drawing(source, faces), sorted(problems, key=_line_of)
 
 
-def _header(line: str, where: str, n: int, problems: list[str]) -> _Draft | None:
+def _header(line: str, where: str, n: int, problems: list[str]) -> FaceDraft | None:
     """A face from `[name key=value ...]`; its mistakes are added to problems."""
     if not line.endswith("]"):
         problems.append(f"{where}: a face header is `[name key=value ...]` on a line of its own, "
@@ -272,7 +315,7 @@ def _header(line: str, where: str, n: int, problems: list[str]) -> _Draft | None
     if not words or "=" in words[0]:
         problems.append(f"{where}: the face has no name: write `[name azimuth=... tilt=...]`")
         return None
-    face = _Draft(words[0], n)
+    face = FaceDraft(words[0], n)
     for word in words[1:]:
         key, eq, value = word.partition("=")
         if key not in KEYS:
@@ -294,13 +337,14 @@ def _header(line: str, where: str, n: int, problems: list[str]) -> _Draft | None
     return face
 
 
-def resolve(drafts: list[_Draft], known: Known, source: str) -> tuple[Layout, list[str]]:
+def resolve(drawing: Drawing, known: Known) -> tuple[Layout, list[str]]:
     """Each token's optimizer; tokens that name no known panel and panels drawn twice are mistakes."""
+    source = drawing.source
     problems: list[str] = []
     names = known.by_name()
     drawn: dict[object, tuple[int, str]] = {}  # identity -> (line, token) first drawn as
     faces = []
-    for d in drafts:
+    for d in drawing.faces:
         rows = []
         for r, (n, tokens) in enumerate(d.rows):
             row: list[Spot | None] = []
@@ -369,16 +413,6 @@ def _barcode(token: str) -> tuple[str | None, str | None]:
         return address_to_barcode(barcode_to_address(token)), None
     except ValueError as exc:
         return None, str(exc)
-
-
-def load(path: Path, known: Known, source: str | None = None) -> Layout:
-    """Read, parse and resolve a layout file; LayoutError with every mistake when there is one."""
-    source = source or str(path)
-    drafts, problems = parse(read_text(path), source)
-    layout, unresolved = resolve(drafts, known, source)
-    if problems or unresolved:
-        raise LayoutError(sorted(problems + unresolved, key=_line_of))
-    return layout
 
 
 def _line_of(problem: str) -> int:
