@@ -19,7 +19,7 @@ import pytest
 
 from support.chromium import Png, screenshot
 from support.proc import tigo_execd_argv
-from tigo_execd.identity.layout import Known, LayoutError, Reported, load, parse
+from tigo_execd.identity.layout import Known, LayoutError, Reported, load
 
 EXAMPLE = """# our house
 [east azimuth=115 tilt=30]
@@ -80,8 +80,8 @@ def test_rows_before_any_header_are_the_face_roof_and_have_no_peer_group(tmp_pat
     ("[east]\nE1\n[west]\n", ["roof.txt line 3: face 'west' has no rows"]),
     ("[west]\n. .\n[east]\nE1\n", ["roof.txt line 1: face 'west' has no panels (only empty spots)"]),
     ("[east azimut=115]\nE1\n", ["roof.txt line 1: bad key 'azimut=115': a face header knows azimuth"]),
-    ("[east azimuth=south]\nE1\n", ["roof.txt line 1: bad key 'azimuth=south': azimuth is a number of degrees"]),
-    ("[east tilt=91]\nE1\n", ["roof.txt line 1: bad key 'tilt=91': tilt is a number of degrees from 0 to 90"]),
+    ("[east azimuth=south]\nE1\n", ["line 1: bad key 'azimuth=south': azimuth is a number of degrees"]),
+    ("[east tilt=91]\nE1\n", ["line 1: bad key 'tilt=91': tilt is a number of degrees from 0 to 90"]),
     ("[east tilt]\nE1\n", ["roof.txt line 1: bad key 'tilt'"]),
     ("[east tilt=3 tilt=4]\nE1\n", ["roof.txt line 1: tilt is given twice"]),
     ("[azimuth=3]\nE1\n", ["roof.txt line 1: the face has no name"]),

@@ -144,7 +144,7 @@ def read_roof(db: Influx, target: str, layout: Layout, metric: str, now_ns: int,
         energy.advance(db, target, now_ns)
     newest = max((v.time_ns for v in last.values()), default=None)
     values = {}
-    for key in layout.keys():
+    for key in layout.ids():
         seen = last.get(key)
         if seen is None or newest is None or newest - seen.time_ns > SILENCE_NS:
             values[key] = PanelValue(None, True, kinds.get(key, ""), "silent")

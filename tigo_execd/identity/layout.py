@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 from tigo_execd import exitcodes
 from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
-from tigo_execd.identity.store import Names
 from tigo_execd.identity.registry import MAX_NODES, Registry, id_sort_key, parse_id
+from tigo_execd.identity.store import Names
 
 MAX_BYTES = 1 << 20   # a drawing of MAX_NODES panels is under 100 KB: anything bigger is not one
 MAX_TOKEN = 64        # the names file's MAX_NAME
@@ -166,7 +166,8 @@ class Layout:
     def spots(self) -> Iterator[tuple[Face, Spot]]:
         return ((f, s) for f in self.faces for s in f.spots())
 
-    def keys(self) -> set[Key]:
+    def ids(self) -> set[Key]:
+        """The (gateway, node) of every drawn panel whose ids are known."""
         return {s.key for _, s in self.spots() if s.key}
 
     def peer_groups(self) -> dict[Key, str]:
@@ -176,7 +177,7 @@ class Layout:
 
     def undrawn(self, known: Known) -> list[Key]:
         """Panels that report but are not drawn, in id order."""
-        drawn = self.keys()
+        drawn = self.ids()
         return sorted((k for k in known.reporting if k not in drawn),
                       key=lambda k: (id_sort_key(str(k[0])), id_sort_key(str(k[1]))))
 
