@@ -18,7 +18,7 @@ from tigo_execd.log import LEVELS, install_excepthook, log
 SUBCOMMANDS = {"run": "ingest.run", "barcode": "identity.barcode", "nodes": "analysis.nodes",
                "watchdog": "health.watchdog", "ports": "bus.ports", "doctor": "setup.doctor",
                "faults": "analysis.faults", "rollup": "analysis.rollup", "heal": "health.heal",
-               "homeassistant": "health.homeassistant"}
+               "homeassistant": "health.homeassistant", "layout": "analysis.roof"}
 
 
 class Parser(argparse.ArgumentParser):

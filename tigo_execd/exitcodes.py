@@ -16,5 +16,6 @@ DATAERR = 65     # EX_DATAERR: the input is not what it must be (barcode check d
 NOINPUT = 66     # EX_NOINPUT: an input cannot be opened (run: --jsonl/--replay file, the taptap program)
 UNAVAILABLE = 69  # EX_UNAVAILABLE: InfluxDB cannot be reached (nodes, rollup)
 SOFTWARE = 70    # EX_SOFTWARE: InfluxDB rejected a query (nodes, rollup, heal)
+CANTCREAT = 73   # EX_CANTCREAT: an output file cannot be written (layout --output)
 NOPERM = 77      # EX_NOPERM: InfluxDB refused the credentials (nodes, rollup, heal; rollup: no right to
                  # create its retention policy or continuous queries)

@@ -30,9 +30,11 @@ from tigo_execd.analysis.fault_rules import (
     analyse_panels,
     panel_days,
 )
-from tigo_execd.analysis.panel_stats import DAY_S, SLOT_S, make_window, read
+from tigo_execd.analysis.panel_stats import DAY_S, SLOT_S, Panel, make_window, read
 from tigo_execd.clock import NS
-from tigo_execd.identity.store import Names, parse_names
+from tigo_execd.identity import layout as layout_file
+from tigo_execd.identity.layout import Drawing, Known, LayoutError, Reported
+from tigo_execd.identity.store import Names, read_names
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
 from tigo_execd.sun import check_location, elevations
@@ -52,16 +54,32 @@ class FaultSettings:
     longitude: float | None = None
     names: Names = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    layout: Drawing | None = None  # its faces with an azimuth are peer groups
 
 
 def analyse(s: FaultSettings, now_s: int) -> Analysis:
     """Read the window ending at `now_s` and judge it; raises InfluxError when it cannot be read."""
     window = make_window(now_s, s.days, s.longitude)
     panels = read(s.influx, influx.target(s.rp, s.measurement), window, s.names)
+    if s.layout:
+        _face_groups(s.layout, s.names, panels)
     sun = None
     if s.latitude is not None and s.longitude is not None:
         sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
     return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
+
+
+def _face_groups(drawing: Drawing, names: Names, panels: list[Panel]) -> None:
+    """The panels of a face with an azimuth are one peer group, whatever their string: the user
+    says they face alike (applied where the names file's string is). Raises LayoutError."""
+    known = Known.build(names, None, (Reported(p.key, p.barcode, p.panel) for p in panels))
+    layout = drawing.resolve(known)
+    groups = layout.peer_groups()
+    for p in panels:
+        p.string = groups.get(p.key, p.string)
+    note = layout.undrawn_note(known)
+    if note:
+        log.info(note)
 
 
 # ------------------------------------------------------------------ output
@@ -141,6 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="site longitude, east positive (empty = unknown)")
     p.add_argument("--names", type=Path, metavar="FILE",
                    help="names file (barcode,panel,string rows): panel names, and peers by string")
+    layout_file.add_arguments(p)
     p.add_argument("--format", choices=("table", "json", "csv", "json-days"), default="table",
                    help="table for people (80 columns), json or csv for scripts, json-days: an object "
                         "with the findings and each panel's complete days (default: table)")
@@ -155,20 +174,13 @@ def settings_from(args: argparse.Namespace) -> FaultSettings:
     check_location(args.latitude, args.longitude)
     if args.timeout <= 0:
         raise ValueError("--timeout must be a positive number of seconds")
-    names: Names = {}
-    if args.names:
-        try:
-            text = args.names.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read names file {args.names}: {exc}") from None
-        names, _, problems = parse_names(text, str(args.names))
-        for problem in problems:
-            log.warn(problem + " (row skipped)")
+    names: Names = read_names(args.names) if args.names else {}
+    drawing = layout_file.read(args.layout) if args.layout else None
     th = Thresholds()
     for name, value in args.threshold:
         th = replace(th, **{name: type(getattr(th, name))(value)})
     return FaultSettings(influx.from_args(args), args.rp, args.measurement, args.days, args.latitude,
-                         args.longitude, names, th)
+                         args.longitude, names, th, drawing)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -177,9 +189,13 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error(f"faults: {exc}")
         return exitcodes.USAGE
+    except LayoutError as exc:
+        return exc.report()
     now_s = args.now // NS if args.now is not None else int(time.time())
     try:
         result = analyse(settings, now_s)
+    except LayoutError as exc:
+        return exc.report()
     except InfluxError as exc:
         log.error(f"faults: {influx.trouble(exc, settings.influx.db)}")
         return exitcodes.INFLUX_DOWN

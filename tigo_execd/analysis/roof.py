@@ -266,9 +266,7 @@ def main(args: argparse.Namespace) -> int:
         log.error(f"layout: {exc}")
         return exitcodes.NOINPUT
     except LayoutError as exc:
-        for problem in exc.problems:
-            log.error(problem)
-        return exc.code
+        return exc.report()
     except InfluxError as exc:
         return _influx_exit(exc, args.db)
     note = drawn.undrawn_note(known)

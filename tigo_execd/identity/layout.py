@@ -34,6 +34,7 @@ from tigo_execd import exitcodes
 from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
 from tigo_execd.identity.registry import MAX_NODES, Registry, id_sort_key, parse_id
 from tigo_execd.identity.store import Names
+from tigo_execd.log import log
 
 MAX_BYTES = 1 << 20   # a drawing of MAX_NODES panels is under 100 KB: anything bigger is not one
 MAX_TOKEN = 64        # the names file's MAX_NAME
@@ -54,6 +55,12 @@ class LayoutError(Exception):
         super().__init__("\n".join(problems))
         self.problems = problems
         self.code = code
+
+    def report(self) -> int:
+        """Every mistake as an E! line; the exit code."""
+        for problem in self.problems:
+            log.error(problem)
+        return self.code
 
 
 class Reported(NamedTuple):

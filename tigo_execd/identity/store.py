@@ -175,6 +175,19 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
     return names, list(where.values()), problems
 
 
+def read_names(path: Path) -> Names:
+    """The names file of a command that reads it once: its rows, each malformed one a W! line
+    (and skipped); ValueError when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read names file {path}: {exc}") from None
+    names, _, problems = parse_names(text, str(path))
+    for problem in problems:
+        log.warn(problem + " (row skipped)")
+    return names
+
+
 def _line_list(lines: list[int]) -> str:
     return ", ".join(str(n) for n in lines[:20]) + (", ..." if len(lines) > 20 else "")
 
