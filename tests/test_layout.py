@@ -15,9 +15,11 @@ import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
+import orjson
 import pytest
 
 from support.chromium import Png, screenshot
+from support.paths import ROOT
 from support.proc import tigo_execd_argv
 from tigo_execd.identity.layout import Known, LayoutError, Reported, load
 
@@ -266,3 +268,22 @@ def _hex(colour: str) -> tuple[int, int, int]:
 
 def _distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
     return float(sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5)
+
+
+def test_faults_takes_a_face_with_an_azimuth_as_one_peer_group(demo_db, tmp_path):
+    """The demo's west face joins gateways 4609 and 4610 into one group: the weak 4610/3 is still
+    found, now judged against its face; a face without azimuth leaves the groups alone."""
+    db, _ = demo_db
+    demo = str(ROOT / "tigo_execd" / "data" / "demo-layout.txt")
+    proc = subprocess.run(tigo_execd_argv("faults", "--influx-url", db.url, "--db", db.db, "--format", "json",
+                                          "--days", "2", "--threshold", "under_days=1", "--layout", demo),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    weak = [f for f in orjson.loads(proc.stdout) if (f["gateway_id"], f["node_id"]) == (4610, 3)]
+    assert [(f["kind"], f["string"]) for f in weak] == [("underperforming", "face west")]
+    path = tmp_path / "roof.txt"
+    path.write_text("[west azimuth=250]\n4609/2 4609/3 4609/2\n")
+    bad = subprocess.run(tigo_execd_argv("faults", "--influx-url", db.url, "--db", db.db, "--layout", str(path)),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 65 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith(f"E! {path} line 2: '4609/2' is drawn twice: already on line 2"), bad.stderr
