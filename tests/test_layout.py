@@ -283,7 +283,8 @@ def test_faults_takes_a_face_with_an_azimuth_as_one_peer_group(demo_db, tmp_path
     assert [(f["kind"], f["string"]) for f in weak] == [("underperforming", "face west")]
     path = tmp_path / "roof.txt"
     path.write_text("[west azimuth=250]\n4609/2 4609/3 4609/2\n")
-    bad = subprocess.run(tigo_execd_argv("faults", "--influx-url", db.url, "--db", db.db, "--layout", str(path)),
+    bad = subprocess.run(tigo_execd_argv("faults", "--influx-url", db.url, "--db", db.db,
+                                         "--layout", str(path)),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 65 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"E! {path} line 2: '4609/2' is drawn twice: already on line 2"), bad.stderr

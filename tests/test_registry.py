@@ -314,3 +314,31 @@ def test_unknown_name_rows_are_only_told_after_the_nodes_had_a_cycle_to_report(t
                      "(lines 4); a gateway,node row applies once that node reports, a barcode row "
                      "once taptap has learnt the barcode (the CCA sends it when it reads its node "
                      "table): check these rows")]
+
+
+def test_layout_file_is_checked_when_it_changes_and_ingest_goes_on(tmp_path: Path) -> None:
+    """run --layout: the drawing's own mistakes at once, its tokens once every node had a cycle to
+    report, each a W! line with its line number; an edit is noticed like the names file's."""
+    layout = tmp_path / "roof.txt"
+    layout.write_text("[west azimuth=400]\n4609/2 4609/99\n")
+    child = run_ingest("--state-file", "", "--layout", str(layout))
+    child.wait_stderr(b"1 faces, 2 panels drawn")
+    assert f"W! {layout} line 1: bad key 'azimuth=400'".encode() in child.err
+    feed(child, fork_power(2), fork_power(3))
+    child.wait_for(lambda: child.out.count(b"\n") == 2, 10, "two reports")
+    assert b"names no known panel" not in child.err  # nothing has had the time to report yet
+    feed(child, fork_power(2, second=21))
+    child.wait_stderr(b"not drawn")
+    told = [line for line in child.stderr_lines() if "4609/99" in line or "not drawn" in line]
+    assert told[0].startswith(f"W! {layout} line 2: '4609/99' names no known panel")
+    assert told[1] == f"I! {layout}: 1 panel reports but is not drawn: 4609/3"
+    layout.write_text("[west azimuth=250]\n4609/2 4609/3\n")  # noticed by the periodic check
+    sent = 3
+    while b"1 faces, 2 panels drawn" not in child.err.split(b"not drawn", 1)[1]:
+        feed(child, fork_power(2, second=sent % 60))
+        sent += 1
+        child.wait_for(lambda n=sent: child.out.count(b"\n") == n, 10, f"report {sent}")
+    feed(child, fork_power(3, second=50), fork_power(2, second=51), fork_power(3, second=52))
+    out = stop(child)
+    assert len(out) == sent + 3  # ingest never waited for the layout
+    assert child.err.count(b"names no known panel") == 1 and child.err.count(b"not drawn") == 1

@@ -28,13 +28,15 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tigo_execd import exitcodes
 from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
 from tigo_execd.identity.registry import MAX_NODES, Registry, id_sort_key, parse_id
-from tigo_execd.identity.store import Names
 from tigo_execd.log import log
+
+if TYPE_CHECKING:
+    from tigo_execd.identity.store import Names
 
 MAX_BYTES = 1 << 20   # a drawing of MAX_NODES panels is under 100 KB: anything bigger is not one
 MAX_TOKEN = 64        # the names file's MAX_NAME

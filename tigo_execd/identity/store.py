@@ -25,12 +25,15 @@ import io
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import orjson
 
+from tigo_execd.identity import layout
 from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
+from tigo_execd.identity.layout import LayoutError
 from tigo_execd.identity.registry import MAX_ID, Registry, parse_id
 from tigo_execd.log import log
 from tigo_execd.systemd import state_dir
@@ -53,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", type=Path, default=None, metavar="FILE",
                    help="CSV naming nodes: 'barcode,panel,string' or 'gateway,node,panel,string' "
                         "rows; adds the panel and string tags")
+    layout.add_arguments(p)
 
 
 def state_path(arg: Path | None) -> Path | None:
@@ -199,63 +203,127 @@ class ReportCounts(Protocol):
     nodes: set[tuple[int, int]]
 
 
-class Identity:
-    """Keeps a registry's state file current and its names in step with the names file."""
+class Followed:
+    """A file a person edits while tigo-execd runs (the names file, the layout file): its text
+    when it changed. A missing or unreadable file is one W! line, and what was loaded stays."""
 
-    def __init__(self, registry: Registry, state_file: Path | None, names_file: Path | None) -> None:
+    def __init__(self, path: Path, what: str, read: Callable[[Path], str]) -> None:
+        self.path, self.what, self._read = path, what, read
+        self._stat: tuple[int, int, int] | None = None
+        self._text: str | None = None
+
+    def changed(self, force: bool = False) -> str | None:
+        """The new text, None when unchanged (touched or re-signalled only) or unreadable."""
+        try:
+            st = os.stat(self.path)
+            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if signature == self._stat and not force:
+                return None
+            self._stat = signature
+            text = self._read(self.path)
+        except (OSError, UnicodeDecodeError, LayoutError) as exc:
+            if self._stat != (0, 0, 0):
+                log.warn(f"cannot read {self.what} {self.path} ({exc}); keeping the {self.what} "
+                         "loaded before, if any")
+                self._stat = (0, 0, 0)
+            return None
+        if text == self._text:
+            return None
+        self._text = text
+        return text
+
+
+class Identity:
+    """Keeps a registry's state file current, its names in step with the names file, and checks
+    the layout file (identity/layout.py) against what is known whenever it changes."""
+
+    def __init__(self, registry: Registry, state_file: Path | None, names_file: Path | None,
+                 layout_file: Path | None = None) -> None:
         self.registry = registry
         self.state_file = state_file
         self.names_file = names_file
         self._dirty = asyncio.Event()
-        self._names_stat: tuple[int, int, int] | None = None
-        self._names_text: str | None = None
+        self._names = Followed(names_file, "names file", lambda p: p.read_text(encoding="utf-8-sig")) \
+            if names_file else None
+        self._layout = Followed(layout_file, "layout file", layout.read_text) if layout_file else None
         self.counters: ReportCounts | None = None  # the converter's: which nodes have reported
         self._unjudged: list[tuple[str | tuple[int, int], int]] = []  # rows, lines: known yet?
         self._reports_at_load = 0
+        self._drawing: layout.Drawing | None = None  # a layout not yet judged against the reports
+        self._reports_at_drawing = 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Identity:
         """Load the state file and the names file now, before the first report is converted."""
-        identity = cls(Registry(), state_path(args.state_file), args.names)
+        identity = cls(Registry(), state_path(args.state_file), args.names, args.layout)
         if identity.state_file:
             load_state(identity.registry, identity.state_file)
-        if identity.names_file:
-            identity.reload_names(force=True)
+        identity.reload(force=True)
         return identity
 
+    def reload(self, force: bool = False) -> None:
+        """Re-read the names file and the layout file, each when it changed."""
+        if self._names:
+            self.reload_names(force)
+        if self._layout:
+            self.reload_layout(force)
+
     def reload_names(self, force: bool = False) -> None:
-        """Re-read the names file when it changed; a missing or unreadable file keeps the old names."""
-        assert self.names_file is not None
-        try:
-            st = os.stat(self.names_file)
-            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-            if signature == self._names_stat and not force:
-                return
-            self._names_stat = signature
-            text = self.names_file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            if self._names_stat != (0, 0, 0):
-                log.warn(f"cannot read names file {self.names_file} ({exc}); "
-                         "keeping the names loaded before, if any")
-                self._names_stat = (0, 0, 0)
+        """Apply the names file when it changed; a missing or unreadable file keeps the old names."""
+        assert self._names
+        text = self._names.changed(force)
+        if text is None:
             return
-        if text == self._names_text:
-            return  # touched or re-signalled, not changed: nothing to apply or to report
-        self._names_text = text
         names, lines, problems = parse_names(text, str(self.names_file))
         for problem in problems:
             log.warn(problem + " (row skipped)")
         self.registry.set_names(names)
         log.info(f"names file {self.names_file}: {len(names)} nodes named")
         self._unjudged = list(zip(names, lines))
-        self._reports_at_load = self.counters.reports if self.counters else 0
+        self._reports_at_load = self._reports()
         self._judge_names()
+
+    def reload_layout(self, force: bool = False) -> None:
+        """Check the layout file when it changed: its drawing now, its tokens once every node had
+        the time to report (_judge_layout). Its mistakes are W! lines: ingest goes on."""
+        assert self._layout
+        text = self._layout.changed(force)
+        if text is None:
+            return
+        drawing, problems = layout.parse(text, str(self._layout.path))
+        for problem in problems:
+            log.warn(problem)
+        spots = sum(t != layout.EMPTY for f in drawing.faces for _, row in f.rows for t in row)
+        log.info(f"layout file {self._layout.path}: {len(drawing.faces)} faces, {spots} panels drawn")
+        self._drawing, self._reports_at_drawing = drawing, self._reports()
+        self._judge_layout()
+
+    def _reports(self) -> int:
+        return self.counters.reports if self.counters else 0
+
+    def _cycle_since(self, reports: int) -> bool:
+        """Every node had the time to report since then: more reports than nodes arrived."""
+        c = self.counters
+        return c is not None and c.reports - reports > len(c.nodes)
+
+    def _judge_layout(self) -> None:
+        if self._drawing is None or self.counters is None or not self._cycle_since(self._reports_at_drawing):
+            return
+        known = layout.Known.build(self.registry.names, self.registry,
+                                   (layout.Reported(key) for key in self.counters.nodes))
+        drawn, problems = layout.resolve(self._drawing, known)
+        self._drawing = None
+        for problem in problems:
+            log.warn(problem)
+        note = drawn.undrawn_note(known)
+        if note:
+            log.info(note)
 
     def _judge_names(self) -> None:
         """Once every node had the time to report since the names were loaded, say which rows
-        still name no known node. A full cycle has passed when more reports than nodes arrived."""
+        still name no known node."""
         c = self.counters
-        if not self._unjudged or c is None or c.reports - self._reports_at_load <= len(c.nodes):
+        if not self._unjudged or c is None or not self._cycle_since(self._reports_at_load):
             return
         unknown = [n for key, n in self._unjudged if not self._known(key, c.nodes)]
         self._unjudged = []
@@ -276,9 +344,9 @@ class Identity:
         if self.state_file:
             self.registry.on_change = self._dirty.set
             tasks.append(self._save_loop())
-        if self.names_file:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_names, True)
-            tasks.append(self._names_loop())
+        if self._names or self._layout:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload, True)
+            tasks.append(self._follow_loop())
         await asyncio.gather(*tasks)
 
     async def _save_loop(self) -> None:
@@ -289,11 +357,12 @@ class Identity:
             save_state(self.registry, self.state_file)
             await asyncio.sleep(SAVE_MIN_INTERVAL_S)
 
-    async def _names_loop(self) -> None:
+    async def _follow_loop(self) -> None:
         while True:
             await asyncio.sleep(NAMES_CHECK_S)
-            self.reload_names()
+            self.reload()
             self._judge_names()
+            self._judge_layout()
 
     def close(self) -> None:
         """At shutdown: save what was learnt since the last save."""
