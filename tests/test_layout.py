@@ -288,3 +288,22 @@ def test_faults_takes_a_face_with_an_azimuth_as_one_peer_group(demo_db, tmp_path
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 65 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"E! {path} line 2: '4609/2' is drawn twice: already on line 2"), bad.stderr
+
+
+def test_names_from_the_names_file_and_an_output_that_cannot_be_written(demo_db, tmp_path):
+    db, at = demo_db
+    names = tmp_path / "names.csv"
+    names.write_text("4609,2,W-top,west\n")
+    path = tmp_path / "roof.txt"
+    path.write_text("W-top 4609/3\n")
+    blocked = layout_cmd(db, "--layout", str(path), "--names", str(names), "--output",
+                         str(tmp_path / "missing" / "roof.svg"), now_ns=at)
+    assert blocked.returncode == 73 and "Traceback" not in blocked.stderr
+    assert [line for line in blocked.stderr.splitlines() if line.startswith("E! ")] == [
+        f"E! layout: cannot write {tmp_path / 'missing' / 'roof.svg'}: No such file or directory"]
+    ok = layout_cmd(db, "--layout", str(path), "--names", str(names), now_ns=at)
+    assert ok.returncode == 0, ok.stderr
+    assert {p: r.get("data-label") for p, r in panels(ok.stdout).items()} == {"4609/2": "W-top",
+                                                                             "4609/3": "4-A23D03V"}
+    missing = layout_cmd(db, "--layout", str(path), "--names", str(tmp_path / "nope.csv"), now_ns=at)
+    assert missing.returncode == 66 and "cannot read names file" in missing.stderr
