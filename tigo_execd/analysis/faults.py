@@ -61,25 +61,25 @@ def analyse(s: FaultSettings, now_s: int) -> Analysis:
     """Read the window ending at `now_s` and judge it; raises InfluxError when it cannot be read."""
     window = make_window(now_s, s.days, s.longitude)
     panels = read(s.influx, influx.target(s.rp, s.measurement), window, s.names)
-    if s.layout:
-        _face_groups(s.layout, s.names, panels)
+    groups = face_groups(s.layout, s.names, panels) if s.layout else {}
+    for p in panels:  # the face stands in for the string, where the names file's string is applied
+        p.string = groups.get(p.key, p.string)
     sun = None
     if s.latitude is not None and s.longitude is not None:
         sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
     return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
 
 
-def _face_groups(drawing: Drawing, names: Names, panels: list[Panel]) -> None:
-    """The panels of a face with an azimuth are one peer group, whatever their string: the user
-    says they face alike (applied where the names file's string is). Raises LayoutError."""
+def face_groups(drawing: Drawing, names: Names, panels: list[Panel]) -> dict[tuple[int, int], str]:
+    """(gateway, node) -> "face NAME" for the panels of every face with an azimuth: one peer group,
+    whatever their string, as the user says they face alike. The layout's tokens are resolved
+    against the names file and the panels read; raises LayoutError."""
     known = Known.build(names, None, (Reported(p.key, p.barcode, p.panel) for p in panels))
     layout = drawing.resolve(known)
-    groups = layout.peer_groups()
-    for p in panels:
-        p.string = groups.get(p.key, p.string)
     note = layout.undrawn_note(known)
     if note:
         log.info(note)
+    return layout.peer_groups()
 
 
 # ------------------------------------------------------------------ output
