@@ -309,3 +309,13 @@ def test_names_from_the_names_file_and_an_output_that_cannot_be_written(demo_db,
                                                                              "4609/3": "4-A23D03V"}
     missing = layout_cmd(db, "--layout", str(path), "--names", str(tmp_path / "nope.csv"), now_ns=at)
     assert missing.returncode == 66 and "cannot read names file" in missing.stderr
+
+
+def test_an_empty_database_is_said_before_the_tokens_it_cannot_know(influx_db, tmp_path):
+    path = tmp_path / "roof.txt"
+    path.write_text("4609/2\n")
+    proc = layout_cmd(influx_db, "--layout", str(path))
+    assert proc.returncode == 65, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"W! layout: no reports in {influx_db.db} \"tigo_power_report\" in the 7")
+    assert lines[1].startswith(f"E! {path} line 1: '4609/2' names no known panel")

@@ -259,6 +259,9 @@ def main(args: argparse.Namespace) -> int:
                                    "demo layout" if args.demo else None)
         names = read_names(args.names) if args.names else {}
         last = last_reports(db, target, now_ns)
+        if not last:
+            log.warn(f"layout: no reports in {args.db} {target} in the {KNOWN_DAYS} days before "
+                     "--now: only the names file and the registry know panels (is --db right?)")
         known = known_from(last, names, registry)
         drawn = drawing.resolve(known)
         roof = read_roof(db, target, drawn, args.metric, now_ns, last)
