@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -76,6 +76,7 @@ class Roof:
     values: dict[Key, PanelValue]
     night: bool             # no panel reported within FRESH_NS of now
     newest_ns: int | None   # the newest report of any panel
+    best: dict[str, float] = field(default_factory=dict)  # per face name, filled as it is asked
 
     def value(self, spot: Spot) -> PanelValue:
         return self.values.get(spot.key, SILENT) if spot.key else SILENT
@@ -88,7 +89,10 @@ class Roof:
             return None
         if self.metric == "faults":
             return 1 / (1 + v.value)
-        best = max((x for x in (self.value(s).value for s in face.spots()) if x is not None), default=0.0)
+        if face.name not in self.best:
+            self.best[face.name] = max((x for x in (self.value(s).value for s in face.spots())
+                                        if x is not None), default=0.0)
+        best = self.best[face.name]
         return min(1.0, max(0.0, v.value / best)) if best > 0 else None
 
     def colour(self, face: Face, spot: Spot) -> str:

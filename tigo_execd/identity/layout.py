@@ -75,13 +75,15 @@ class Reported(NamedTuple):
 
 @dataclass
 class Known:
-    """Every panel a token may name: from the names file, the node registry and the reports."""
+    """Every panel a token may name: from the names file, the node registry and the reports.
+    Made by build(), and not changed after."""
 
     names: Names = field(default_factory=dict)          # the names file's rows
     barcodes: dict[str, Key] = field(default_factory=dict)  # barcode -> ids (registry, reports)
     ids: set[Key] = field(default_factory=set)          # ids known from any source
     reporting: set[Key] = field(default_factory=set)    # ids with reports: listed when not drawn
     tag_names: dict[Key, str] = field(default_factory=dict)  # the panel tag of their reports
+    by_key: dict[Key, str] = field(default_factory=dict)  # ids -> barcode (made by build())
 
     @classmethod
     def build(cls, names: Names | None = None, registry: Registry | None = None,
@@ -99,6 +101,7 @@ class Known:
             if r.panel:
                 known.tag_names[r.key] = r.panel
         known.ids.update(k for k in known.names if isinstance(k, tuple))
+        known.by_key = {k: b for b, k in known.barcodes.items()}
         return known
 
     def name_of(self, key: Key | None, barcode: str | None) -> str | None:
@@ -107,7 +110,7 @@ class Known:
         return (row or {}).get("panel") or (self.tag_names.get(key) if key else None)
 
     def barcode_of(self, key: Key) -> str | None:
-        return next((b for b, k in self.barcodes.items() if k == key), None)
+        return self.by_key.get(key)
 
     def by_name(self) -> dict[str, list[tuple[Key | None, str | None]]]:
         """Panel name -> the (ids, barcode) it is given to: names file rows first, then tags."""
