@@ -140,7 +140,8 @@ def test_a_bad_file_is_one_clear_error_and_an_exit_code(tmp_path, content, code,
 @pytest.fixture(scope="module")
 def demo_db(influxd, tmp_path_factory):
     """The demo day in a database of its own, without 4611/7's reports after 08:00 (a silent
-    panel); returns (client, epoch ns of the demo day's 10:15)."""
+    panel), 4610/3's fault kinds from the night before; returns (client, epoch ns of the demo day's
+    10:15)."""
     lines = subprocess.run(tigo_execd_argv("run", "--demo", "--stats-interval", "0"), capture_output=True,
                            timeout=120, check=True).stdout.splitlines(True)
     last = max(int(line.rsplit(b" ", 1)[1]) for line in lines)
@@ -153,6 +154,9 @@ def demo_db(influxd, tmp_path_factory):
     db = influxd.client(name)
     for i in range(0, len(kept), 20_000):
         db.write(b"".join(kept[i:i + 20_000]))
+    # what the watchdog's analysis would have written the night before: 4610/3 is underperforming
+    night = at_10_15 - 8 * 3600 * 10**9
+    db.write(f'tigo_panel_day,gateway_id=4610,node_id=3 kinds="underperforming" {night}\n'.encode())
     yield db, at_10_15
     influxd.raw_query(f'DROP DATABASE "{name}"')
 
@@ -207,6 +211,10 @@ def test_the_demo_roof_in_a_real_browser(demo_db, tmp_path, output_dir):
     for p, rgb in drawn.items():  # the browser drew each panel in the colour the SVG gives it
         assert _distance(rgb, _hex(rects[p].get("fill", ""))) < 8, (p, rgb)
     assert drawn["4611/7"] == (0x9E, 0x9E, 0x9E) and rects["4611/7"].get("data-value") == ""
+    weak_rect = rects["4610/3"]  # its current fault: a black triangle in the top right corner
+    corner = (float(weak_rect.get("x", 0)) + float(weak_rect.get("width", 0)) - 7,
+              float(weak_rect.get("y", 0)) + 7)
+    assert image.rgb(*corner) == (0, 0, 0) and weak_rect.get("data-fault") == "underperforming"
     peers = [p for p in expected if p.startswith(("4609/", "4610/")) and p not in ("4610/3", "4609/7")]
     weak = drawn["4610/3"]
     assert min(_distance(weak, drawn[p]) for p in peers) > 60  # plainly another colour
@@ -232,10 +240,8 @@ def test_energy_today_and_night(demo_db):
     assert {r.get("data-value") for p, r in panels(night.stdout).items() if p != "4611/7"} == {"0"}
 
 
-def test_a_current_fault_is_marked(demo_db):
+def test_fault_kinds_colour_the_faults_metric(demo_db):
     db, at = demo_db
-    db.write(f"tigo_panel_day,gateway_id=4610,node_id=3 kinds=\"underperforming\" {at - 3600 * 10**9}\n"
-             .encode())
     proc = layout_cmd(db, "--demo", "--metric", "faults", now_ns=at)
     assert proc.returncode == 0, proc.stderr
     rects = panels(proc.stdout)
