@@ -169,8 +169,8 @@ def test_at_least_three_peers(count, judged):
     assert bool(result.findings) == judged
     assert (result.notes == []) == judged
     if not judged:
-        assert result.notes == ["gateway 4609 has 3 panels: too few peers to judge (each panel needs 3 "
-                                "others)"]
+        assert result.notes == ["gateway 4609 has 3 panels (4609/2, 4609/3, 4609/4): too few peers to "
+                                "judge (each panel needs 3 others)"]
 
 
 def test_peers_are_the_string_when_names_give_one():
