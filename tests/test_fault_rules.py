@@ -196,7 +196,8 @@ def test_panel_days_carry_the_daily_figures_and_kinds():
     other = [d for d in panel_days(result) if d.tags["node_id"] == "2"]
     assert {d.fields["kinds"] for d in other} == {""}
     assert set(other[0].fields) == {"energy_kwh", "energy_ratio", "vin_ratio", "temp_delta_c",
-                                    "report_ratio", "kinds"}
+                                    "report_ratio", "kinds", "peer_group"}
+    assert other[0].fields["peer_group"] == "4609"  # one face: the gateway is the group
 
 
 def test_median_without_is_the_median_of_the_others():
