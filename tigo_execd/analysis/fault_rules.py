@@ -522,7 +522,6 @@ def _spans(slots: list[int]) -> Iterator[tuple[int, int]]:
     yield start, prev
 
 
-NOON_SLOT = 43200 // SLOT_S  # days start at local solar midnight (UTC midnight without a longitude)
 BASIS_WORDS = {GATEWAY: "gateway", STRING: "string", LEARNED: "learned face"}
 
 
@@ -533,7 +532,7 @@ def analyse_panels(window: Window, panels: list[Panel], sun: Sequence[float] | N
     slot when the site's location is known. Peers: `explicit` groups ((gateway, node) -> name,
     the roof layout's faces) win, then strings, then the faces learned per gateway (peers.py)."""
     judge = _Judge(window, panels, sun, th or Thresholds(), clock or SiteClock())
-    grouping = peer_groups(window, panels, judge.th.light_share, judge.th.shade_ratio, NOON_SLOT, explicit)
+    grouping = peer_groups(window, panels, judge.th.light_share, judge.th.shade_ratio, explicit)
     judge.notes += grouping.notes
     for g in grouping.groups:
         if len(g.members) <= judge.th.min_peers:

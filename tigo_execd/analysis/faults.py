@@ -13,7 +13,9 @@ import argparse
 import csv
 import io
 import sys
+import textwrap
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from tigo_execd.analysis.fault_rules import (
     panel_days,
 )
 from tigo_execd.analysis.panel_stats import DAY_S, SLOT_S, make_window, read
+from tigo_execd.analysis.peers import PeerGroup
 from tigo_execd.clock import NS
 from tigo_execd.identity.store import Names, parse_names
 from tigo_execd.influx import Influx, InfluxError
@@ -52,6 +55,8 @@ class FaultSettings:
     longitude: float | None = None
     names: Names = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    # (gateway, node) -> peer group: wins over strings and learned faces (the roof layout's faces)
+    groups: Mapping[tuple[int, int], str] = field(default_factory=dict)
 
 
 def analyse(s: FaultSettings, now_s: int) -> Analysis:
@@ -61,7 +66,39 @@ def analyse(s: FaultSettings, now_s: int) -> Analysis:
     sun = None
     if s.latitude is not None and s.longitude is not None:
         sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
-    return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
+    return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude),
+                          s.groups)
+
+
+def _peak(g: PeerGroup, result: Analysis, clock: SiteClock) -> str | None:
+    if g.peak_slot is None:
+        return None
+    return f"{clock.hhmm(g.peak_slot, result.window.day_origin_s % DAY_S)} {clock.name}"
+
+
+def format_groups(result: Analysis, clock: SiteClock, fmt: str) -> str:
+    """The peer groups with their evidence (`--groups`): a table for people, JSON, or with csv a
+    names file (gateway,node,panel,string rows) that keeps the groups as strings."""
+    if fmt == "csv":
+        rows = [(m.gateway_id, m.node_id, m.label(), g.name) for g in result.groups for m in g.members]
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([("gateway", "node", "panel", "string"), *rows])
+        return out.getvalue()
+    if fmt != "table":
+        return orjson.dumps([{
+            "peer_group": g.name, "basis": g.basis, "peak": _peak(g, result, clock),
+            "morning_share": None if g.morning_share is None else round(g.morning_share, 3),
+            "panels": [{"gateway_id": m.gateway_id, "node_id": m.node_id, "barcode": m.barcode,
+                        "panel": m.panel} for m in g.members]} for g in result.groups],
+            option=orjson.OPT_INDENT_2).decode() + "\n"
+    lines = []
+    for g in result.groups:
+        morning = "" if g.morning_share is None else f", {g.morning_share:.0%} of its energy before noon"
+        lines.append(f"{g.name} ({g.basis}): {len(g.members)} panels, clear-day peak at "
+                     f"{_peak(g, result, clock) or 'unknown'}{morning}")
+        members = " ".join(f"{m.gateway_id}/{m.node_id}" for m in g.members)
+        lines += textwrap.wrap(members, TABLE_WIDTH, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ output
@@ -144,6 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--format", choices=("table", "json", "csv", "json-days"), default="table",
                    help="table for people (80 columns), json or csv for scripts, json-days: an object "
                         "with the findings and each panel's complete days (default: table)")
+    p.add_argument("--groups", action="store_true",
+                   help="print the peer groups each panel is judged in (learned from the clear days' "
+                        "curves, or the strings) with their evidence, instead of the findings; with "
+                        "--format csv as a names file")
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
                    help="change one threshold of the rules (repeatable; see docs/reference/faults.md)")
     add_log_level(p)
@@ -184,6 +225,9 @@ def main(args: argparse.Namespace) -> int:
         log.error(f"faults: {influx.trouble(exc, settings.influx.db)}")
         return exitcodes.INFLUX_DOWN
     w = result.window
+    if args.groups:
+        sys.stdout.write(format_groups(result, SiteClock.for_longitude(settings.longitude), args.format))
+        return exitcodes.OK
     warns = sum(f.severity == WARN for f in result.findings)
     notes = list(result.notes)
     if not result.panels:

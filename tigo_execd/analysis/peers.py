@@ -115,7 +115,14 @@ def _pair(a: tuple[int, int], b: tuple[int, int]) -> tuple[tuple[int, int], tupl
     return (a, b) if a < b else (b, a)
 
 
-def evidence(window: Window, members: list[Panel], curves: dict[tuple[int, int], list[float]],
+def noon(curves: dict[tuple[int, int], list[float]]) -> int:
+    """The slot of day halfway between the first and the last light of any of the curves: the
+    sun's noon, with or without the site's location."""
+    lit = [s for s in range(SLOTS_PER_DAY) if any(c[s] > 0 for c in curves.values())]
+    return (lit[0] + lit[-1] + 1) // 2 if lit else SLOTS_PER_DAY // 2
+
+
+def evidence(members: list[Panel], curves: dict[tuple[int, int], list[float]],
              noon_slot: int) -> tuple[int | None, float | None]:
     """(slot of day of the peak, share of the energy before `noon_slot`) of the median of the
     members' curves, each scaled to its own peak."""
@@ -135,12 +142,11 @@ class Grouping:
 
 
 def peer_groups(window: Window, panels: list[Panel], light_share: float, shade_ratio: float,
-                noon_slot: int, explicit: Mapping[tuple[int, int], str] | None = None) -> Grouping:
+                explicit: Mapping[tuple[int, int], str] | None = None) -> Grouping:
     """Every panel in one group. `explicit` maps (gateway, node) to a group name and wins (the
     roof layout's faces); then a panel's `string` (names file, else the reports' tag); the rest
     of each gateway is split into the faces its clear-day curves show. A named string whose
-    panels clearly face two ways is kept, and said in a note. `noon_slot` is the slot of day of
-    local noon (for the morning share)."""
+    panels clearly face two ways is kept, and said in a note."""
     explicit = explicit or {}
     base: dict[tuple[str, str], list[Panel]] = defaultdict(list)
     for p in panels:
@@ -155,19 +161,20 @@ def peer_groups(window: Window, panels: list[Panel], light_share: float, shade_r
     for (basis, name), members in sorted(base.items()):
         days = clear_days(window, members)
         curves = {m.key: c for m in members if (c := curve(window, m, days)) is not None}
+        noon_slot = noon(curves)
         faces = cluster(curves, light_share, limit) if basis != LAYOUT else [sorted(curves)]
         if basis == GATEWAY and len(faces) > 1:
             blind = [m for m in members if m.key not in curves]  # no curve: joins the largest face
             found = [[m for m in members if m.key in set(f)] for f in faces]
             found[0] += blind
             for members_ in found:
-                peak, morning = evidence(window, members_, curves, noon_slot)
+                peak, morning = evidence(members_, curves, noon_slot)
                 out.groups.append(PeerGroup("", LEARNED, members_, peak, morning))
             learned = sorted(out.groups[-len(found):], key=lambda g: (g.peak_slot is None, g.peak_slot))
             for letter, g in zip("abcdefghijklmnopqrstuvwxyz", learned):
                 g.name = f"{name}/{letter}"
             continue
-        peak, morning = evidence(window, members, curves, noon_slot)
+        peak, morning = evidence(members, curves, noon_slot)
         out.groups.append(PeerGroup(name, basis, members, peak, morning))
         two_ways = [f for f in faces if len(f) >= 2]
         if basis == STRING and len(two_ways) > 1:
