@@ -19,6 +19,7 @@ open output leaves the module at its open-circuit voltage, 0 W; a weak radio los
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from scipy.interpolate import RegularGridInterpolator
 from scipy.signal import lfilter
 from scipy.special import ndtr
 
+from support.servers import InfluxServer
 from tigo_execd.influx import Influx
 
 WEATHER = Path(pvlib.__file__).parent / "data" / "723170TYA.CSV"  # Greensboro NC, typical year
@@ -116,8 +118,8 @@ class Site:
     def with_conditions(self, **by_node: Condition) -> Site:
         """A copy with conditions, keyed "gateway_node"."""
         extra = tuple((tuple(map(int, k.split("_"))), c) for k, c in by_node.items())
-        return Site(self.name, self.nodes, self.season, self.days, self.conditions + extra,  # type: ignore[arg-type]
-                    self.seed)
+        return Site(self.name, self.nodes, self.season, self.days,
+                    self.conditions + extra, self.seed)  # type: ignore[arg-type]
 
 
 def roof(gateway: int, faces: dict[Face, int], first_node: int = 2, monitor_every: int = 0,
@@ -134,7 +136,7 @@ def roof(gateway: int, faces: dict[Face, int], first_node: int = 2, monitor_ever
 
 # ------------------------------------------------------------------ weather and sun
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _weather() -> pd.DataFrame:
     data, _ = pvlib.iotools.read_tmy3(str(WEATHER), coerce_year=2026, map_variables=True)
     data.index = data.index.tz_convert("UTC") - pd.Timedelta(minutes=30)  # values: the hour before
@@ -217,7 +219,7 @@ GRID_E = np.arange(0.0, 1401.0, 5.0)      # W/m2
 GRID_T = np.arange(-25.0, 101.0, 1.0)      # degC
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _curves(substrings: int) -> dict[str, RegularGridInterpolator]:
     """The module's maximum power point and open-circuit voltage over a grid of effective
     irradiance and cell temperature (pvlib's CEC single-diode model, solved once), with
@@ -239,7 +241,6 @@ def _module(effective: np.ndarray, temp_cell: np.ndarray, substrings: int = 3) -
     return {key: f(points) for key, f in _curves(substrings).items()}
 
 
-@functools.lru_cache(maxsize=None)
 def generate(site: Site) -> Reports:
     rng = np.random.default_rng(site.seed)
     s = sky(site, rng)
@@ -335,3 +336,18 @@ def write(db: Influx, site: Site, slice_lines: int = 60_000) -> int:
     if chunk:
         db.write(("\n".join(chunk) + "\n").encode())
     return count + len(chunk)
+
+
+_written: dict[tuple[str, Site], Influx] = {}
+
+
+def database(server: InfluxServer, site: Site) -> Influx:
+    """The site written once per test session into a database of its own on `server`: tests of
+    several modules share it (written in seconds, read many times)."""
+    key = (server.url, site)
+    if key not in _written:
+        name = f"phys{os.getpid()}_{len(_written)}"
+        server.raw_query(f'CREATE DATABASE "{name}"')
+        _written[key] = server.client(name)
+        write(_written[key], site)
+    return _written[key]
