@@ -185,7 +185,7 @@ def sky(site: Site, rng: np.random.Generator) -> Sky:
     a = np.exp(-1 / CLOUD_S)
     noise = lfilter([np.sqrt(1 - a * a)], [1, -a], rng.standard_normal(site.days * 86400 + 60))
     blocked = np.repeat(hourly["blocked"].to_numpy(), 60)
-    sun_out = ndtr(noise[:len(blocked)]) >= blocked
+    sun_out = ndtr(noise) >= np.append(blocked, np.full(60, blocked[-1]))  # + the roof's crossing
     night_min = w["temp_air"].resample("D").min()
     frost = np.array([night_min.get(pd.Timestamp(site.start_s + d * 86400, unit="s", tz="UTC").floor("D"),
                                     9.0) < 0 for d in range(site.days)])
