@@ -20,8 +20,8 @@ import pytest
 
 from support import physsite as ps
 from support.proc import tigo_execd_argv
-from tigo_execd.faults import FaultSettings, analyse
-from tigo_execd.identity import parse_names
+from tigo_execd.analysis.faults import FaultSettings, analyse
+from tigo_execd.identity.store import parse_names
 
 C = ps.Condition
 LOCATED = ["--latitude", str(ps.LATITUDE), "--longitude", str(ps.LONGITUDE)]
