@@ -139,6 +139,12 @@ def test_json_says_each_findings_peer_group_and_groups_print_a_names_file(influx
     proc = faults(db, s, "--format", "json", *LOCATED)
     assert proc.returncode == 1, proc.stderr
     found = orjson.loads(proc.stdout)
+    for f in found:
+        assert list(f) == ["gateway_id", "node_id", "barcode", "panel", "string", "kind", "severity", "since",
+                           "energy_lost_kwh_per_day", "evidence", "message", "peer_group"]
+        assert f["barcode"] == f"4-09{f['node_id']:04X}P" and f["panel"] is None and f["string"] is None
+        assert f["since"].endswith("Z") and "2026-07-07" <= f["since"] < "2026-07-14"
+        assert f["message"].count(". ") == 0 and f["message"].endswith(".")
     assert {(f["node_id"], f["peer_group"]) for f in found} == {
         (3, "4609/a"), (5, "4609/a"), (7, "4609/a"), (11, "4609/b"), (13, "4609/b"), (15, "4609/b")}
 
