@@ -316,13 +316,16 @@ def lines(site: Site) -> Iterator[str]:
     r = generate(site)
     tags = [f"tigo_power_report,barcode={n.barcode},gateway_id={n.gateway},node_id={n.node},src=tigo"
             for n in site.nodes]
-    rounded = [np.round(x, d).tolist() for x, d in ((r.vin, 2), (r.vout, 2), (r.cur, 3), (r.power, 2),
-                                                     (r.duty, 3), (r.temp, 1))]
-    for t, i, vin, vout, cur, p, duty, temp, rssi in zip(r.time_ms.tolist(), r.node.tolist(), *rounded,
-                                                           r.rssi.astype(int).tolist()):
-        out = f",current_out_a={round(p * 0.99 / vout, 3)}" if vout else ""
-        yield (f"{tags[i]} voltage_in_v={vin},voltage_out_v={vout},current_in_a={cur},power_w={p},"
-               f"duty_cycle={duty},temperature_c={temp},rssi={rssi}i{out} {t * 1_000_000}")
+    step = 100_000  # rows turned into Python numbers at a time
+    for k in range(0, len(r.time_ms), step):
+        part = slice(k, k + step)
+        rounded = [np.round(x[part], d).tolist() for x, d in ((r.vin, 2), (r.vout, 2), (r.cur, 3),
+                                                              (r.power, 2), (r.duty, 3), (r.temp, 1))]
+        for t, i, vin, vout, cur, p, duty, temp, rssi in zip(
+                r.time_ms[part].tolist(), r.node[part].tolist(), *rounded, r.rssi[part].astype(int).tolist()):
+            out = f",current_out_a={round(p * 0.99 / vout, 3)}" if vout else ""
+            yield (f"{tags[i]} voltage_in_v={vin},voltage_out_v={vout},current_in_a={cur},power_w={p},"
+                   f"duty_cycle={duty},temperature_c={temp},rssi={rssi}i{out} {t * 1_000_000}")
 
 
 def write(db: Influx, site: Site, slice_lines: int = 60_000) -> int:
