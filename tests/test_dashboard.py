@@ -324,6 +324,7 @@ def test_panel_health_row(dash, solar_db):
     assert rows.keys() == day.FAULTY.keys()  # not the healthy panels, not the older day's fault
     for key, (kinds, ratio) in day.FAULTY.items():
         assert (rows[key]["Kinds"], rows[key]["Energy ratio"]) == (kinds, ratio)
+        assert rows[key]["Peer group"] == f"{key[0]}/a"  # the group it was judged in
         assert rows[key]["time"] == day.PANEL_DAY
     assert {s["tags"]["panel"] for s in faults} == {"", "A1"}  # names shown when known
 

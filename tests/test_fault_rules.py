@@ -169,8 +169,8 @@ def test_at_least_three_peers(count, judged):
     assert bool(result.findings) == judged
     assert (result.notes == []) == judged
     if not judged:
-        assert result.notes == ["gateway 4609 has 3 panels: too few peers to judge (each panel needs 3 "
-                                "others)"]
+        assert result.notes == ["gateway 4609 has 3 panels (4609/2, 4609/3, 4609/4): too few peers to "
+                                "judge (each panel needs 3 others)"]
 
 
 def test_peers_are_the_string_when_names_give_one():
@@ -185,6 +185,36 @@ def test_peers_are_the_string_when_names_give_one():
     assert analyse_panels(window(), panels).findings == []
 
 
+def facing(swing: float) -> Change:
+    """Panels 6..9 on a face whose power ratio to the others' swings by exp(+-swing) from morning
+    to evening."""
+    return lambda k, d, s: {"p": math.exp(swing * ((s + 0.5) / 6 - 12) / 7)} if k >= 4 else {}
+
+
+@pytest.mark.parametrize("swing, faces", [(0.04, 1), (0.5, 2)])
+def test_peer_groups_split_a_gateway_only_where_the_faces_would_look_shaded(swing, faces):
+    """The tolerance comes from shade_ratio (peers.tolerance): a swing of +-0.04 stays one group and
+    makes no finding, +-0.5 (two faces 130 degrees apart) is two groups, judged apart."""
+    result = analyse_panels(window(), site(facing(swing)))
+    assert (len(result.groups), result.findings) == (faces, [])
+    if faces == 2:
+        assert [g.name for g in result.groups] == ["4609/a", "4609/b"]
+        assert [len(g.members) for g in result.groups] == [4, 4]
+
+
+def test_explicit_groups_win_over_strings_and_what_is_learned():
+    panels = site(facing(0.5))
+    for p in panels:
+        p.string = "roof"
+    strung = analyse_panels(window(), panels)
+    assert strung.findings and [g.name for g in strung.groups] == ["roof"]
+    assert any("its panels face 2 ways" in n for n in strung.notes)
+    faces = {p.key: "east" if k < 4 else "west" for k, p in enumerate(panels)}
+    explicit = analyse_panels(window(), panels, explicit=faces)
+    assert (explicit.findings, explicit.notes) == ([], [])
+    assert {g.name: g.basis for g in explicit.groups} == {"east": "layout", "west": "layout"}
+
+
 def test_panel_days_carry_the_daily_figures_and_kinds():
     result = analyse_panels(window(), site(on(1, p=0.7)))
     days = [d for d in panel_days(result) if d.tags["node_id"] == "3"]
@@ -196,7 +226,8 @@ def test_panel_days_carry_the_daily_figures_and_kinds():
     other = [d for d in panel_days(result) if d.tags["node_id"] == "2"]
     assert {d.fields["kinds"] for d in other} == {""}
     assert set(other[0].fields) == {"energy_kwh", "energy_ratio", "vin_ratio", "temp_delta_c",
-                                    "report_ratio", "kinds"}
+                                    "report_ratio", "kinds", "peer_group"}
+    assert other[0].fields["peer_group"] == "4609"  # one face: the gateway is the group
 
 
 def test_median_without_is_the_median_of_the_others():

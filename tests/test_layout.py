@@ -286,9 +286,8 @@ def test_faults_takes_a_face_with_an_azimuth_as_one_peer_group(demo_db, tmp_path
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     weak = [f for f in orjson.loads(proc.stdout) if (f["gateway_id"], f["node_id"]) == (4610, 3)]
-    # the group it was judged in: `string` here; `peer_group` once faults takes explicit groups (H2)
-    judged_in = [(f["kind"], f.get("peer_group") or f["string"]) for f in weak]
-    assert judged_in == [("underperforming", "face west")]
+    judged = [(f["kind"], f["peer_group"], f["string"]) for f in weak]
+    assert judged == [("underperforming", "face west", None)]
     path = tmp_path / "roof.txt"
     path.write_text("[west azimuth=250]\n4609/2 4609/3 4609/2\n")
     bad = subprocess.run(tigo_execd_argv("faults", "--influx-url", db.url, "--db", db.db,
@@ -323,5 +322,5 @@ def test_an_empty_database_is_said_before_the_tokens_it_cannot_know(influx_db, t
     proc = layout_cmd(influx_db, "--layout", str(path))
     assert proc.returncode == 65, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[0].startswith(f"W! layout: no reports in {influx_db.db} \"tigo_power_report\" in the 7")
+    assert lines[0].startswith(f"W! no reports in {influx_db.db} \"tigo_power_report\" in the 7 days before")
     assert lines[1].startswith(f"E! {path} line 1: '4609/2' names no known panel")

@@ -1,5 +1,6 @@
 """The watchdog's panel faults through the shipped telegraf/tigo-health.conf (Telegraf harness) and a
-real InfluxDB holding the generated faulty site (tests/support/site.py): the hourly analysis runs as
+real InfluxDB holding a physical faulty site without a names file (two roof faces on one gateway,
+tests/test_faults_physical.py; its peers are learned from the data): the hourly analysis runs as
 a child process while the minute checks go on undelayed, its warn findings make the check
 `WARN panel_fault`, and the previous complete day goes to InfluxDB as `tigo_panel_day` once."""
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from test_faults_physical import INJECTED, SITES
 
-from support import site
+from support import physsite, site
 from support import telegraf_harness as th
 from support.paths import ROOT
 from support.proc import descendants, pid_alive, tigo_execd_argv
@@ -24,20 +26,16 @@ from support.wait import wait_until, wait_until_async
 from support.watchdog_check import fleet, health, ingest_rows, ns
 
 CONF = ROOT / "telegraf" / "tigo-health.conf"
-NOW = "2026-06-22T12:00:00Z"       # noon of the generated site's 8th day (sunny)
-DAY = ns("2026-06-21T00:00:00Z")   # the previous complete day, sunny (UTC: no location in the env)
+PHYSICAL = SITES["two faces, one gateway"].with_conditions(**INJECTED["two faces, one gateway"])
+NOW = "2026-07-14T00:05:00Z"       # just after the site's week (July 7-13), its sun still up
+DAY = ns("2026-07-13T00:00:00Z")   # the previous complete day, sunny (UTC: no location in the env)
 INTERVAL = 0.25                    # the agent's interval, shortened: checks while the analysis runs
 CHECK_BOUND_S = 1.5                # a check answers within this while the analysis runs
 
 
 @pytest.fixture(scope="module")
 def faulty_site(influxd):
-    name = f"wdfaults{os.getpid()}"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    db = influxd.client(name)
-    site.standard(site.INJECTED, days=8).write(db)
-    yield db
-    influxd.raw_query(f'DROP DATABASE "{name}"')
+    return physsite.database(influxd, PHYSICAL)
 
 
 def fixed_clock_bin(tmp_path: Path) -> Path:
@@ -50,7 +48,7 @@ def fixed_clock_bin(tmp_path: Path) -> Path:
 
 
 def label(gateway: int, node: int) -> str:
-    [p] = [p for p in site.standard().panels if (p.gateway, p.node) == (gateway, node)]
+    [p] = [p for p in PHYSICAL.nodes if (p.gateway, p.node) == (gateway, node)]
     return f"{gateway}/{node} ({p.barcode})"
 
 
@@ -114,7 +112,7 @@ def test_panel_fault_through_the_health_instance(tmp_path, faulty_site, mosquitt
     print(f"\n{len(during)} checks while the analysis ran: max {max(during):.3f} s")
 
     verdict = checks[-1].fields
-    expected = {key for key, f in site.INJECTED.items() if site.SEVERITY.get(f.kind, "warn") == "warn"}
+    expected = {key for key, kinds in PHYSICAL.expected().items() if ("shaded", "info") not in kinds}
     assert (verdict["status"], verdict["code"]) == ("WARN", 1)
     assert verdict["faults"] >= len(expected)
     assert f"{label(4609, 3)} bypass_diode" in verdict["fault_panels"]
@@ -124,12 +122,13 @@ def test_panel_fault_through_the_health_instance(tmp_path, faulty_site, mosquitt
     assert "tigo-execd faults" in verdict["message"]
 
     days = [m for _, m in arrivals if m.name == "tigo_panel_day"]
-    assert len(days) == len(site.standard().panels)  # one day, once, for every panel
+    assert len(days) == len(PHYSICAL.nodes)  # one day, once, for every panel
     assert {m.ts_ns for m in days} == {DAY}
     by_node = {(m.tags["gateway_id"], m.tags["node_id"]): m for m in days}
     assert by_node[("4609", "5")].fields["energy_ratio"] < 0.8
     assert "bypass_diode" in by_node[("4609", "3")].fields["kinds"]
     assert by_node[("4609", "2")].fields["kinds"] == ""
+    assert by_node[("4609", "11")].fields["peer_group"] == "4609/b"  # learned: the WSW face
 
     # through the conf's outputs.influxdb: one point per panel, at the day's start
     written = faulty_site.query('SELECT "energy_ratio", "kinds" FROM "tigo_panel_day" '
@@ -158,16 +157,19 @@ def test_faults_json_days_adds_the_panel_days(faulty_site):
     both = orjson.loads(run("json-days"))
     assert both["findings"] == orjson.loads(run("json"))
     days = sorted({d["time_s"] for d in both["panel_days"]})
-    assert days == [ns(f"2026-06-{d}T00:00:00Z") // 10**9 for d in range(16, 22)]  # complete only
+    assert days == [ns(f"2026-07-{d:02d}T00:00:00Z") // 10**9 for d in range(7, 14)]  # complete only
     assert {frozenset(d["fields"]) for d in both["panel_days"]} >= {
-        frozenset({"energy_kwh", "energy_ratio", "vin_ratio", "temp_delta_c", "report_ratio", "kinds"})}
+        frozenset({"energy_kwh", "energy_ratio", "vin_ratio", "temp_delta_c", "report_ratio", "kinds",
+                   "peer_group"})}
+    # the peers learned without a names file: the roof's two faces
+    assert {d["fields"]["peer_group"] for d in both["panel_days"]} == {"4609/a", "4609/b"}
 
 
 class Watchdog:
     """`tigo-execd watchdog` in execd mode at NOW, one check per `check()`, its other lines kept."""
 
-    def __init__(self, db, *args: str) -> None:
-        argv = tigo_execd_argv("watchdog", "--influx-url", db.url, "--db", db.db, "--now", NOW, *args)
+    def __init__(self, db, *args: str, now: str = NOW) -> None:
+        argv = tigo_execd_argv("watchdog", "--influx-url", db.url, "--db", db.db, "--now", now, *args)
         env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.other: list[th.Metric] = []
@@ -209,22 +211,42 @@ def test_analysis_at_most_every_period_and_each_day_written_once(faulty_site):
         wait_until(lambda: not analysis_running(wd.proc.pid), 60, "the second analysis to finish")
         assert wd.check()["reason"] == "panel_fault"
     days = [m for m in wd.other if m.name == "tigo_panel_day"]
-    assert len(days) == len(site.standard().panels) and {m.ts_ns for m in days} == {DAY}
+    assert len(days) == len(PHYSICAL.nodes) and {m.ts_ns for m in days} == {DAY}
 
 
 def test_a_worse_reason_wins_over_panel_fault_and_the_fields_stay(influxd):
-    """A gateway gone silent (nodes_silent) outranks panel_fault; faults/fault_panels are still there."""
+    """A gateway gone silent (nodes_silent) outranks panel_fault; faults/fault_panels are still there
+    (the generated site of tests/support/site.py, whose gateway 4610 can stop)."""
+    now = "2026-06-22T12:00:00Z"  # noon of that site's 8th day
     name = f"wdsilent{os.getpid()}"
     influxd.raw_query(f'CREATE DATABASE "{name}"')
     db = influxd.client(name)
     try:
-        site.standard(site.INJECTED, days=8, stop={4610: ns(NOW) // 10**9 - 7200}).write(db)
-        with Watchdog(db) as wd:
+        site.standard(site.INJECTED, days=8, stop={4610: ns(now) // 10**9 - 7200}).write(db)
+        with Watchdog(db, now=now) as wd:
             first = wd.check()
             assert first["reason"] == "nodes_silent" and "faults" not in first
             wait_until(lambda: not analysis_running(wd.proc.pid), 60, "the analysis to finish")
             second = wd.check()
         assert (second["status"], second["reason"]) == ("WARN", "nodes_silent")
-        assert second["faults"] >= 1 and f"{label(4609, 3)} bypass_diode" in second["fault_panels"]
+        assert second["faults"] >= 1 and "4609/3 (4-090003Z) bypass_diode" in second["fault_panels"]
     finally:
         influxd.raw_query(f'DROP DATABASE "{name}"')
+
+
+def test_the_layout_faces_are_the_hourly_analysis_peer_groups(faulty_site, tmp_path):
+    """watchdog --layout hands the layout file to its faults child: each face with an azimuth is
+    one peer group in the tigo_panel_day it writes (instead of the faces learned from the data)."""
+    faces: dict[physsite.Face, list[str]] = {}
+    for n in PHYSICAL.nodes:
+        faces.setdefault(n.face, []).append(f"{n.gateway}/{n.node}")
+    layout = tmp_path / "roof.txt"
+    layout.write_text("".join(f"[{face.name} azimuth={face.azimuth:g} tilt={face.tilt:g}]\n{' '.join(ids)}\n"
+                              for face, ids in faces.items()))
+    with Watchdog(faulty_site, "--layout", str(layout)) as wd:
+        wd.check()
+        wait_until(lambda: not analysis_running(wd.proc.pid), 60, "the analysis to finish")
+        wd.check()
+    groups = {m.tags["node_id"]: m.fields["peer_group"] for m in wd.other if m.name == "tigo_panel_day"}
+    expected = {str(n.node): f"face {n.face.name}" for n in PHYSICAL.nodes}
+    assert groups == expected

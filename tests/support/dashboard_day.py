@@ -128,7 +128,8 @@ def panel_day_lines() -> list[str]:
         tags = "".join(f",{k}={v}" for k, v in (("barcode", n.barcode), ("gateway_id", n.gateway),
                                                   ("node_id", n.node), ("panel", n.panel)) if v)
         out.append(f'tigo_panel_day{tags} energy_kwh=1.5,energy_ratio={ratio},vin_ratio=1.0,'
-                   f'temp_delta_c=0.5,report_ratio=1.0,kinds="{kinds}" {PANEL_DAY * MS}')
+                   f'temp_delta_c=0.5,report_ratio=1.0,kinds="{kinds}",peer_group="{n.gateway}/a" '
+                   f'{PANEL_DAY * MS}')
     out.append(f'tigo_panel_day,gateway_id={STALE_FAULT[0]},node_id={STALE_FAULT[1]} energy_kwh=1.0,'
                f'energy_ratio=0.5,kinds="no_power" {(PANEL_DAY - 86400000) * MS}')
     return out

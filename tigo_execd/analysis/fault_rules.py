@@ -16,11 +16,12 @@ import statistics
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 from tigo_execd.analysis.panel_stats import REPORT_PERIOD_S, SLOT_S, Panel, Window
+from tigo_execd.analysis.peers import GATEWAY, LEARNED, STRING, PeerGroup, peer_groups
 
 KINDS = ("bypass_diode", "underperforming", "shaded", "hot", "no_power", "comms")
 WARN, INFO = "warn", "info"
@@ -81,6 +82,7 @@ class PanelFault:
     energy_lost_kwh_per_day: float
     evidence: str      # a few words with the figures, for the table
     message: str       # one sentence: the evidence in numbers and what to check on the roof
+    peer_group: str | None = None  # the group it was judged against (None: a gateway's own)
 
     @property
     def label(self) -> str:
@@ -133,6 +135,7 @@ class Analysis:
     days: dict[tuple[int, int], dict[int, Day]]     # per panel, per day
     panels: list[Panel]
     kind_days: dict[tuple[int, int], dict[int, set[str]]]  # per panel, per day: kinds seen
+    groups: list[PeerGroup] = field(default_factory=list)  # who was judged against whom
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,6 @@ def _num(value: float) -> bool:
     return not math.isnan(value)
 
 
-def group_of(p: Panel) -> tuple[str, str]:
-    return ("string", p.string) if p.string else ("gateway", str(p.gateway_id))
-
-
 class _Judge:
     def __init__(self, window: Window, panels: list[Panel], sun: Sequence[float] | None,
                  th: Thresholds, clock: SiteClock) -> None:
@@ -183,9 +182,10 @@ class _Judge:
         self.days: dict[tuple[int, int], dict[int, Day]] = {p.key: defaultdict(Day) for p in panels}
         self.off_runs: dict[tuple[int, int], list[tuple[int, int, float]]] = defaultdict(list)
         self.judged: set[tuple[int, int]] = set()
-        self.sunny: dict[tuple[str, str], set[int]] = {}
-        self.light: dict[tuple[str, str], list[bool]] = {}
-        self.members: dict[tuple[str, str], list[Panel]] = {}
+        self.sunny: dict[str, set[int]] = {}
+        self.light: dict[str, list[bool]] = {}
+        self.members: dict[str, list[Panel]] = {}
+        self.group_of: dict[tuple[int, int], str] = {}
         self.findings: list[PanelFault] = []
         self.notes: list[str] = []
         self.kind_days: dict[tuple[int, int], dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -195,7 +195,7 @@ class _Judge:
         return self.sun is None or self.sun[i] >= self.th.day_elevation
 
     # ---------------------------------------------------------------- slot by slot
-    def group(self, name: tuple[str, str], members: list[Panel]) -> None:
+    def group(self, name: str, members: list[Panel]) -> None:
         th, w = self.th, self.w
         n_slots = w.slots
         medians = [math.nan] * n_slots
@@ -208,6 +208,7 @@ class _Judge:
                  for i, x in enumerate(medians)]
         self.light[name] = light
         self.members[name] = members
+        self.group_of.update((m.key, name) for m in members)
         day_wh: dict[int, float] = defaultdict(float)
         for i, x in enumerate(medians):
             if _num(x):
@@ -309,7 +310,7 @@ class _Judge:
         due = SLOT_S / REPORT_PERIOD_S
         size = {gw: max(sum(1 for m in ms if m.values["n"][i] > 0) for i in range(self.w.slots))
                 for gw, ms in by_gw.items()}
-        lit = {gw: [any(self.light.get(group_of(m), [False] * self.w.slots)[i] for m in ms)
+        lit = {gw: [any(self.light.get(self.group_of.get(m.key, ""), [False] * self.w.slots)[i] for m in ms)
                     for i in range(self.w.slots)] for gw, ms in by_gw.items()}
         for _, first, end in self.w.days():
             share: dict[int, list[float]] = {}  # gateway -> share of the reports due per judged slot
@@ -344,7 +345,7 @@ class _Judge:
     def judge(self, m: Panel) -> None:
         th, key = self.th, m.key
         days = self.days[key]
-        sunny = sorted(d for d in self.sunny.get(group_of(m), set())
+        sunny = sorted(d for d in self.sunny.get(self.group_of[key], set())
                        if days.get(d) and days[d].judged >= th.min_day_slots)
         found: set[str] = set()
         diode = [d for d in sunny if days[d].diode >= th.diode_slot_share * days[d].judged]
@@ -474,7 +475,7 @@ class _Judge:
             x = self.days[key].get(day)
             return x.rssi_sum / x.rssi_slots if x and x.rssi_slots >= th.min_day_slots else None
 
-        peers = [p.key for p in self.members.get(group_of(m), []) if p.key != m.key]
+        peers = [p.key for p in self.members.get(self.group_of[m.key], []) if p.key != m.key]
         offsets: dict[int, float] = {}
         for day in sorted(self.days[m.key]):
             own = level(m.key, day)
@@ -499,7 +500,8 @@ class _Judge:
             self.kind_days[m.key][d].add(kind)
         self.findings.append(PanelFault(
             m.gateway_id, m.node_id, m.barcode, m.panel, m.string, kind, severity, rfc3339(since_s),
-            round(lost, 3), evidence, f"{m.label()} ({m.gateway_id}/{m.node_id}): {text}"))
+            round(lost, 3), evidence, f"{m.label()} ({m.gateway_id}/{m.node_id}): {text}",
+            self.group_of[m.key]))
 
 
 def _lost(days: dict[int, Day], which: list[int]) -> float:
@@ -520,21 +522,26 @@ def _spans(slots: list[int]) -> Iterator[tuple[int, int]]:
     yield start, prev
 
 
+BASIS_WORDS = {GATEWAY: "gateway", STRING: "string", LEARNED: "learned face"}
+
+
 def analyse_panels(window: Window, panels: list[Panel], sun: Sequence[float] | None = None,
-            th: Thresholds | None = None, clock: SiteClock | None = None) -> Analysis:
+                   th: Thresholds | None = None, clock: SiteClock | None = None,
+                   explicit: Mapping[tuple[int, int], str] | None = None) -> Analysis:
     """The findings for `panels` over `window`; `sun` is the sun's elevation in the middle of each
-    slot when the site's location is known."""
+    slot when the site's location is known. Peers: `explicit` groups ((gateway, node) -> name,
+    the roof layout's faces) win, then strings, then the faces learned per gateway (peers.py)."""
     judge = _Judge(window, panels, sun, th or Thresholds(), clock or SiteClock())
-    groups: dict[tuple[str, str], list[Panel]] = defaultdict(list)
-    for p in panels:
-        groups[group_of(p)].append(p)
-    for name, members in sorted(groups.items()):
-        if len(members) <= judge.th.min_peers:
-            judge.notes.append(f"{name[0]} {name[1]} has {len(members)} panel"
-                               f"{'s' * (len(members) != 1)}: too few peers to judge (each panel needs "
-                               f"{judge.th.min_peers} others)")
+    grouping = peer_groups(window, panels, judge.th.light_share, judge.th.shade_ratio, explicit)
+    judge.notes += grouping.notes
+    for g in grouping.groups:
+        if len(g.members) <= judge.th.min_peers:
+            ids = ", ".join(f"{m.gateway_id}/{m.node_id}" for m in g.members)
+            judge.notes.append(f"{BASIS_WORDS.get(g.basis, 'face')} {g.name} has {len(g.members)} panel"
+                               f"{'s' * (len(g.members) != 1)} ({ids}): too few peers to judge (each "
+                               f"panel needs {judge.th.min_peers} others)")
             continue
-        judge.group(name, members)
+        judge.group(g.name, g.members)
     judge.gateways()
     for p in panels:
         if p.key in judge.judged:
@@ -542,12 +549,15 @@ def analyse_panels(window: Window, panels: list[Panel], sun: Sequence[float] | N
     order = {WARN: 0, INFO: 1}
     judge.findings.sort(key=lambda f: (order[f.severity], f.gateway_id,
                                        -1 if f.node_id is None else f.node_id, KINDS.index(f.kind)))
-    return Analysis(window, judge.findings, judge.notes, judge.days, panels, judge.kind_days)
+    return Analysis(window, judge.findings, judge.notes, judge.days, panels, judge.kind_days,
+                    grouping.groups)
 
 
 def panel_days(analysis: Analysis) -> Iterator[PanelDay]:
     """One `tigo_panel_day` record per panel and day it reported: energy_kwh, energy_ratio (to its
-    peers, judged slots), vin_ratio, temp_delta_c (medians), report_ratio and the kinds seen."""
+    peers, judged slots), vin_ratio, temp_delta_c (medians), report_ratio, the kinds seen and the
+    peer group it was judged in."""
+    group = {m.key: g.name for g in analysis.groups for m in g.members}
     for p in analysis.panels:
         tags = {k: str(v) for k, v in (("gateway_id", p.gateway_id), ("node_id", p.node_id),
                                        ("barcode", p.barcode), ("panel", p.panel),
@@ -560,6 +570,7 @@ def panel_days(analysis: Analysis) -> Iterator[PanelDay]:
                 "temp_delta_c": round(statistics.median(d.temp_deltas), 2) if d.temp_deltas else None,
                 "report_ratio": round(d.reports / d.peer_reports, 4) if d.peer_reports else None,
                 "kinds": ",".join(k for k in KINDS if k in analysis.kind_days.get(p.key, {}).get(day, ())),
+                "peer_group": group.get(p.key),
             }
             yield PanelDay(analysis.window.day_start(day), tags,
                            {k: v for k, v in values.items() if v is not None})

@@ -13,7 +13,9 @@ import argparse
 import csv
 import io
 import sys
+import textwrap
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +32,13 @@ from tigo_execd.analysis.fault_rules import (
     analyse_panels,
     panel_days,
 )
-from tigo_execd.analysis.panel_stats import DAY_S, SLOT_S, Panel, make_window, read
+from tigo_execd.analysis.nodes import KNOWN_DAYS
+from tigo_execd.analysis.panel_stats import DAY_S, SLOT_S, make_window, read
+from tigo_execd.analysis.peers import PeerGroup
+from tigo_execd.analysis.roof import drawn
 from tigo_execd.clock import NS
 from tigo_execd.identity import layout as layout_file
-from tigo_execd.identity.layout import Drawing, Known, LayoutError, Reported
+from tigo_execd.identity.layout import Drawing, LayoutError
 from tigo_execd.identity.store import Names, read_names
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
@@ -54,28 +59,59 @@ class FaultSettings:
     longitude: float | None = None
     names: Names = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
-    layout: Drawing | None = None  # its faces with an azimuth are peer groups
+    # (gateway, node) -> peer group: wins over strings and learned faces (the roof layout's faces)
+    groups: Mapping[tuple[int, int], str] = field(default_factory=dict)
 
 
 def analyse(s: FaultSettings, now_s: int) -> Analysis:
     """Read the window ending at `now_s` and judge it; raises InfluxError when it cannot be read."""
     window = make_window(now_s, s.days, s.longitude)
     panels = read(s.influx, influx.target(s.rp, s.measurement), window, s.names)
-    groups = face_groups(s.layout, s.names, panels) if s.layout else {}
-    for p in panels:  # the face stands in for the string, where the names file's string is applied
-        p.string = groups.get(p.key, p.string)
     sun = None
     if s.latitude is not None and s.longitude is not None:
         sun = elevations(s.latitude, s.longitude, window.start_s + SLOT_S / 2, SLOT_S, window.slots)
-    return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude))
+    return analyse_panels(window, panels, sun, s.thresholds, SiteClock.for_longitude(s.longitude),
+                          s.groups)
 
 
-def face_groups(drawing: Drawing, names: Names, panels: list[Panel]) -> dict[tuple[int, int], str]:
+def _peak(g: PeerGroup, result: Analysis, clock: SiteClock) -> str | None:
+    if g.peak_slot is None:
+        return None
+    return f"{clock.hhmm(g.peak_slot, result.window.day_origin_s % DAY_S)} {clock.name}"
+
+
+def format_groups(result: Analysis, clock: SiteClock, fmt: str) -> str:
+    """The peer groups with their evidence (`--groups`): a table for people, JSON, or with csv a
+    names file (gateway,node,panel,string rows) that keeps the groups as strings."""
+    if fmt == "csv":
+        rows = [(m.gateway_id, m.node_id, m.label(), g.name) for g in result.groups for m in g.members]
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([("gateway", "node", "panel", "string"), *rows])
+        return out.getvalue()
+    if fmt != "table":
+        return orjson.dumps([{
+            "peer_group": g.name, "basis": g.basis, "peak": _peak(g, result, clock),
+            "morning_share": None if g.morning_share is None else round(g.morning_share, 3),
+            "panels": [{"gateway_id": m.gateway_id, "node_id": m.node_id, "barcode": m.barcode,
+                        "panel": m.panel} for m in g.members]} for g in result.groups],
+            option=orjson.OPT_INDENT_2).decode() + "\n"
+    lines = []
+    for g in result.groups:
+        morning = "" if g.morning_share is None else f", {g.morning_share:.0%} of its energy before noon"
+        lines.append(f"{g.name} ({g.basis}): {len(g.members)} panels, clear-day peak at "
+                     f"{_peak(g, result, clock) or 'unknown'}{morning}")
+        members = " ".join(f"{m.gateway_id}/{m.node_id}" for m in g.members)
+        lines += textwrap.wrap(members, TABLE_WIDTH, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines) + "\n"
+
+
+def face_groups(s: FaultSettings, drawing: Drawing, now_s: int) -> dict[tuple[int, int], str]:
     """(gateway, node) -> "face NAME" for the panels of every face with an azimuth: one peer group,
-    whatever their string, as the user says they face alike. The layout's tokens are resolved
-    against the names file and the panels read; raises LayoutError."""
-    known = Known.build(names, None, (Reported(p.key, p.barcode, p.panel) for p in panels))
-    layout = drawing.resolve(known)
+    whatever their string, as the user says they face alike (FaultSettings.groups). Its tokens
+    are resolved against the names file and the reports of the window; raises LayoutError and
+    InfluxError."""
+    layout, known, _ = drawn(s.influx, influx.target(s.rp, s.measurement), drawing, now_s * NS,
+                             s.names, days=max(KNOWN_DAYS, s.days))
     note = layout.undrawn_note(known)
     if note:
         log.info(note)
@@ -163,6 +199,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--format", choices=("table", "json", "csv", "json-days"), default="table",
                    help="table for people (80 columns), json or csv for scripts, json-days: an object "
                         "with the findings and each panel's complete days (default: table)")
+    p.add_argument("--groups", action="store_true",
+                   help="print the peer groups each panel is judged in (learned from the clear days' "
+                        "curves, or the strings) with their evidence, instead of the findings; with "
+                        "--format csv as a names file")
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
                    help="change one threshold of the rules (repeatable; see docs/reference/faults.md)")
     add_log_level(p)
@@ -175,17 +215,17 @@ def settings_from(args: argparse.Namespace) -> FaultSettings:
     if args.timeout <= 0:
         raise ValueError("--timeout must be a positive number of seconds")
     names: Names = read_names(args.names) if args.names else {}
-    drawing = layout_file.read(args.layout) if args.layout else None
     th = Thresholds()
     for name, value in args.threshold:
         th = replace(th, **{name: type(getattr(th, name))(value)})
     return FaultSettings(influx.from_args(args), args.rp, args.measurement, args.days, args.latitude,
-                         args.longitude, names, th, drawing)
+                         args.longitude, names, th)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
+        drawing = layout_file.read(args.layout) if args.layout else None
     except ValueError as exc:
         log.error(f"faults: {exc}")
         return exitcodes.USAGE
@@ -193,6 +233,8 @@ def main(args: argparse.Namespace) -> int:
         return exc.report()
     now_s = args.now // NS if args.now is not None else int(time.time())
     try:
+        if drawing:
+            settings = replace(settings, groups={**face_groups(settings, drawing, now_s), **settings.groups})
         result = analyse(settings, now_s)
     except LayoutError as exc:
         return exc.report()
@@ -200,6 +242,9 @@ def main(args: argparse.Namespace) -> int:
         log.error(f"faults: {influx.trouble(exc, settings.influx.db)}")
         return exitcodes.INFLUX_DOWN
     w = result.window
+    if args.groups:
+        sys.stdout.write(format_groups(result, SiteClock.for_longitude(settings.longitude), args.format))
+        return exitcodes.OK
     warns = sum(f.severity == WARN for f in result.findings)
     notes = list(result.notes)
     if not result.panels:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, NamedTuple
 from tigo_execd import argtypes, exitcodes, influx
 from tigo_execd.analysis.energy import FRESH_NS, EnergyToday
 from tigo_execd.analysis.nodes import KNOWN_DAYS, current_kinds, registry_to_read
-from tigo_execd.clock import NS
+from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import layout as layout_file
-from tigo_execd.identity.layout import Face, Key, Known, Layout, LayoutError, Reported, Spot
+from tigo_execd.identity.layout import Drawing, Face, Key, Known, Layout, LayoutError, Reported, Spot
 from tigo_execd.identity.registry import Registry, parse_id
 from tigo_execd.identity.store import Names, load_state, read_names
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
@@ -134,6 +134,20 @@ def known_from(last: dict[Key, Last], names: Names | None = None,
                registry: Registry | None = None) -> Known:
     """What the layout's tokens may name: the names file, the registry and these reports."""
     return Known.build(names, registry, (Reported(k, v.barcode, v.panel) for k, v in last.items()))
+
+
+def drawn(db: Influx, target: str, drawing: Drawing, now_ns: int, names: Names | None = None,
+          registry: Registry | None = None,
+          days: float = KNOWN_DAYS) -> tuple[Layout, Known, dict[Key, Last]]:
+    """The drawing resolved against the names file, the registry and the reports of the `days`
+    before now_ns; with what was known and each panel's newest report. Raises LayoutError and
+    InfluxError (one query)."""
+    last = last_reports(db, target, now_ns, days)
+    if not last:
+        log.warn(f"no reports in {db.db} {target} in the {days:g} days before {iso_utc(now_ns)}: "
+                 "only the names file and the registry know panels (is --db right?)")
+    known = known_from(last, names, registry)
+    return drawing.resolve(known), known, last
 
 
 def read_roof(db: Influx, target: str, layout: Layout, metric: str, now_ns: int,
@@ -251,6 +265,9 @@ def _influx_exit(exc: InfluxError, db: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not (args.demo or args.layout):
+        log.error("layout: --layout FILE or --demo (an empty --layout names no file)")
+        return exitcodes.USAGE
     now_ns = args.now if args.now is not None else time.time_ns()
     db = influx.from_args(args)
     target = influx.target(args.rp, args.measurement)
@@ -262,13 +279,8 @@ def main(args: argparse.Namespace) -> int:
         drawing = layout_file.read(demo_layout() if args.demo else args.layout,
                                    "demo layout" if args.demo else None)
         names = read_names(args.names) if args.names else {}
-        last = last_reports(db, target, now_ns)
-        if not last:
-            log.warn(f"layout: no reports in {args.db} {target} in the {KNOWN_DAYS} days before "
-                     "--now: only the names file and the registry know panels (is --db right?)")
-        known = known_from(last, names, registry)
-        drawn = drawing.resolve(known)
-        roof = read_roof(db, target, drawn, args.metric, now_ns, last)
+        layout, known, last = drawn(db, target, drawing, now_ns, names, registry)
+        roof = read_roof(db, target, layout, args.metric, now_ns, last)
     except ValueError as exc:  # the names file
         log.error(f"layout: {exc}")
         return exitcodes.NOINPUT
@@ -276,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
         return exc.report()
     except InfluxError as exc:
         return _influx_exit(exc, args.db)
-    note = drawn.undrawn_note(known)
+    note = layout.undrawn_note(known)
     if note:
         log.info(note)
     text = importlib.import_module(f"tigo_execd.analysis.roof_{args.format}").render(roof)

@@ -47,6 +47,7 @@ from tigo_execd import argtypes, exitcodes, influx, lineproto, measurements, sun
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.health import autoheal
+from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
@@ -494,6 +495,8 @@ def panel_faults(args: argparse.Namespace, s: Settings) -> PanelFaults:
             "--log-level", "warn"]
     if args.now is not None:
         argv += ["--now", iso_utc(args.now)]
+    if args.layout:  # its faces with an azimuth are peer groups
+        argv += ["--layout", str(args.layout)]
     env = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
     env.update({k: v for k, v in (("INFLUX_USER", s.influx.user), ("INFLUX_PASS", s.influx.password)) if v})
     return PanelFaults(argv, env, args.faults_every_min * 60)
@@ -544,6 +547,7 @@ def register(sub: Subparsers) -> None:
                    help="run the panel-fault analysis (tigo-execd faults) at most this often, not with "
                         "--once; 0 = never (default: 60)")
     autoheal.add_arguments(p)
+    layout_file.add_arguments(p)
     p.add_argument("--now", type=argtypes.rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)

@@ -207,10 +207,11 @@ class Layout:
 # ------------------------------------------------------------------ reading and parsing
 
 def add_arguments(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
-    """--layout, as every command that reads the names file takes it."""
-    p.add_argument("--layout", type=Path, metavar="FILE",
+    """--layout, as every command that reads the names file takes it ('' = none, as a Telegraf
+    conf passes an unset variable)."""
+    p.add_argument("--layout", type=lambda text: Path(text) if text else None, metavar="FILE",
                    help="layout file: the roof drawn in text, a face per [name azimuth=... tilt=...] "
-                        "block, a line per row of panels (docs/reference/layout.md)")
+                        "block, a line per row of panels (docs/reference/layout.md; '' = none)")
 
 
 def read_text(path: Path) -> str:
