@@ -39,7 +39,7 @@ from tigo_execd.analysis.roof import drawn
 from tigo_execd.clock import NS
 from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.layout import Drawing, LayoutError
-from tigo_execd.identity.store import Names, read_names
+from tigo_execd.identity.store import Names, load_names
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
 from tigo_execd.sun import check_location, elevations
@@ -214,7 +214,7 @@ def settings_from(args: argparse.Namespace) -> FaultSettings:
     check_location(args.latitude, args.longitude)
     if args.timeout <= 0:
         raise ValueError("--timeout must be a positive number of seconds")
-    names: Names = read_names(args.names) if args.names else {}
+    names: Names = load_names(args.names) if args.names else {}
     th = Thresholds()
     for name, value in args.threshold:
         th = replace(th, **{name: type(getattr(th, name))(value)})

@@ -26,7 +26,7 @@ from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.layout import Drawing, Face, Key, Known, Layout, LayoutError, Reported, Spot
 from tigo_execd.identity.registry import Registry, parse_id
-from tigo_execd.identity.store import Names, load_state, read_names
+from tigo_execd.identity.store import Names, load_names, load_state
 from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
 from tigo_execd.log import log
 
@@ -278,7 +278,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         drawing = layout_file.read(demo_layout() if args.demo else args.layout,
                                    "demo layout" if args.demo else None)
-        names = read_names(args.names) if args.names else {}
+        names = load_names(args.names) if args.names else {}
         layout, known, last = drawn(db, target, drawing, now_ns, names, registry)
         roof = read_roof(db, target, layout, args.metric, now_ns, last)
     except ValueError as exc:  # the names file

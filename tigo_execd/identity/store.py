@@ -179,7 +179,7 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
     return names, list(where.values()), problems
 
 
-def read_names(path: Path) -> Names:
+def load_names(path: Path) -> Names:
     """The names file of a command that reads it once: its rows, each malformed one a W! line
     (and skipped); ValueError when it cannot be read."""
     try:
