@@ -228,7 +228,8 @@ def read_text(path: Path) -> str:
                            f"(is it the right file?)"])
     if b"\0" in raw:
         line = raw[:raw.index(b"\0")].count(b"\n") + 1
-        raise LayoutError([f"{path} line {line}: binary data (a NUL byte), not a text file"])
+        raise LayoutError([f"{path} line {line}: binary data (a NUL byte), not a text file (UTF-16? "
+                           "save it as UTF-8)"])
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
