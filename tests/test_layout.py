@@ -90,6 +90,7 @@ def test_rows_before_any_header_are_the_face_roof_and_have_no_peer_group(tmp_pat
     ("[east\nE1\n", ["roof.txt line 1: a face header is `[name key=value ...]`"]),
     ("[east]\nE1\n[east]\nE2\n", ["roof.txt line 3: face 'east' is already drawn on line 1"]),
     ("E1 " + "x" * 65 + "\n", ["roof.txt line 1: 'xxxx", "at most 64 printable characters"]),
+    ("E1 a\x07b\n", ["roof.txt line 1: 'a\\x07b' is not a panel: a token is a name of at most 64"]),
 ])
 def test_every_mistake_is_a_line_numbered_message(tmp_path, text, expected):
     problems = mistakes(tmp_path, text)

@@ -303,8 +303,9 @@ def parse(text: str, source: str) -> tuple[Drawing, list[str]]:
         tokens = line.split()
         for i, token in enumerate(tokens):
             if len(token) > MAX_TOKEN or not token.isprintable():
-                problems.append(f"{where} {n}: {token[:MAX_TOKEN]!r}... is not a panel: a token is a "
-                                f"name of at most {MAX_TOKEN} printable characters")
+                shown = repr(token[:MAX_TOKEN]) + ("..." if len(token) > MAX_TOKEN else "")
+                problems.append(f"{where} {n}: {shown} is not a panel: a token is a name of at most "
+                                f"{MAX_TOKEN} printable characters")
                 tokens[i] = EMPTY  # told once: not again as a panel nobody knows
         faces[-1].rows.append((n, tokens))
     for face in faces:
