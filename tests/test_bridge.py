@@ -102,7 +102,7 @@ def test_taptap_crash_while_the_port_stays_open(tmp_path):
             os.kill(pid, signal.SIGKILL)
             await run.wait_err(f"taptap (pid {pid}) left the bridge".encode())
             pty.write(SECOND)  # no taptap now: these wait in the backlog
-            await run.wait_err(b"W! taptap exited with code -9")
+            await run.wait_err(b"W! taptap exited with code -9 (killed by SIGKILL; ")
             await run.wait_reports(10)
             assert len(taptap_starts(tmp_path)) == 2
             line = await run.wait_stats("reports=10i")
@@ -337,7 +337,8 @@ def test_replay_ends_with_the_fork_which_reconnects_instead_of_exiting(tmp_path)
     async def scenario():
         path = capture(tmp_path, 1)
         async with run_bridge(tmp_path, "--replay", str(path), "--replay-speed", "max",
-                              "--taptap-arg=--reconnect-delay", "--taptap-arg=0.1") as run:
+                              "--taptap-arg=--reconnect-delay", "--taptap-arg=0.1",
+                              env={"FAKE_TAPTAP_BUILD": "fork-0.2.0"}) as run:
             assert await run.finish(15) == 0
         assert len(run.reports()) == 10
         assert b"source closed; reconnecting" in run.err  # it did come back, and was stopped
