@@ -85,11 +85,12 @@ def state_file_advice(option: str, path: Path) -> str:
             f"its restarts (it relearns them only when the CCA next reads them, maybe a day later)")
 
 
-async def probe_state_option(program: str) -> str | None:
-    """Ask a taptap program which state-file option it has; None when none, or when it cannot say."""
+async def probe_state_option(command: list[str]) -> str | None:
+    """Ask a taptap program which state-file option it has (`command` is the program and its
+    arguments up to `observe`); None when none, or when it cannot say."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            program, "observe", "--help", stdin=asyncio.subprocess.DEVNULL,
+            *command, "--help", stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     except OSError:
         return None
@@ -199,12 +200,13 @@ class Supervisor:
         """The command line to start: with a state file when this build has the option for one."""
         if self.state_file is None or "observe" not in self.argv[1:] or has_state_option(self.argv):
             return self.argv
+        command = [program, *self.argv[1:self.argv.index("observe", 1) + 1]]
         try:
             key = (program, os.stat(program).st_mtime_ns)
         except OSError:
             return self.argv
         if key not in self._probed:  # asked once per program, again when it is replaced
-            self._probed[key] = await probe_state_option(program)
+            self._probed[key] = await probe_state_option(command)
         option = self._probed[key]
         if option is None:
             return self.argv
