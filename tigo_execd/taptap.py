@@ -71,18 +71,30 @@ def state_option(observe_help: str) -> str | None:
     return None
 
 
+def build_family(observe_help: str) -> str:
+    """Which line of taptap a build belongs to, by the options its `observe --help` lists."""
+    option = state_option(observe_help)
+    if option == "--state-file":
+        return "the fork (litinoveweedle/taptap) 0.2.5 or later"
+    if option == "--persistent-file":
+        return "the fork (litinoveweedle/taptap) 0.2.0"
+    if re.search(r"--reconnect-delay(?![\w-])", observe_help):
+        return "the fork (litinoveweedle/taptap) before 0.2.0"
+    return "upstream (willglynn/taptap)"
+
+
 def has_state_option(argv: list[str]) -> bool:
     """Whether a taptap command line already passes a state file (`--opt FILE` or `--opt=FILE`)."""
     return any(arg.split("=", 1)[0] in STATE_OPTIONS for arg in argv)
 
 
-def state_file_advice(option: str, path: Path) -> str:
-    """What a taptap command line without a state file lacks and what to add (run and doctor)."""
+def state_file_need(option: str) -> str:
+    """What a taptap command line without its state file loses (run and doctor say it)."""
     if option == "--state-file":
         return (f"this taptap prints no infrastructure report without {option}, so no barcode "
-                f"ever reaches the reports: add `{option} {path}` to the taptap command")
-    return (f"add `{option} {path}` to the taptap command so that it keeps the node tables across "
-            f"its restarts (it relearns them only when the CCA next reads them, maybe a day later)")
+                f"ever reaches the reports")
+    return (f"without {option} this taptap forgets its node tables when it restarts (it relearns "
+            f"them only when the CCA next reads them, maybe a day later)")
 
 
 async def probe_state_option(command: list[str]) -> str | None:
@@ -212,7 +224,8 @@ class Supervisor:
             return self.argv
         if not self.pass_state_file:
             if not self._advised:
-                log.warn(f"--taptap-cmd passes no state file: {state_file_advice(option, self.state_file)}")
+                log.warn(f"--taptap-cmd passes no state file: {state_file_need(option)}: add "
+                         f"`{option} {self.state_file}` to the taptap command")
                 self._advised = True
             return self.argv
         try:
