@@ -21,7 +21,7 @@ from support.fuzz_strategies import barcode, colon
 from support.paths import DATA
 from support.proc import FAKE_TAPTAP, Child, tigo_execd_argv
 from support.taptap_lines import infrastructure_report, power_report
-from tigo_execd.convert import Converter
+from tigo_execd.ingest.convert import Converter
 from tigo_execd.linesplit import MAX_LINE, LineSplitter
 
 TIGO = b"\x04\xc0\x5b"
