@@ -279,6 +279,21 @@ def test_flat_ids_without_event_type_convert_byte_identical_to_the_fork():
     assert out_flat == out_fork and out_flat.count("\n") == 7 and "barcode=4-A2346FZ" in out_flat
 
 
+@pytest.mark.parametrize("node, expected", [
+    # upstream git of 2025-02-07 printed an unknown barcode as null; the address still gives it
+    ({"id": 2, "address": list(A), "barcode": None}, {"node_addr": A.hex(), "barcode": barcode(A)}),
+    # an address outside Tigo's range: taptap writes it as its "barcode", in colon hex
+    ({"id": 2, "address": list(range(8)), "barcode": colon(bytes(range(8)))},
+     {"node_addr": bytes(range(8)).hex()}),
+])
+def test_upstream_barcodes_that_are_none(node, expected):
+    line = orjson.dumps({"gateway": {"id": 4609}, "node": node, "timestamp": STAMP,
+                         "voltage_in": 30.6, "voltage_out": 30.2, "current": 6.94,
+                         "dc_dc_duty_cycle": 1.0, "temperature": 26.8, "rssi": 132})
+    tags = tags_of(Converter().convert(line))
+    assert {k: v for k, v in tags.items() if k in ("node_addr", "barcode")} == expected
+
+
 def test_jsonl_of_unknown_events_is_skipped_quietly_without_the_capture_hint(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(b'{"event_type":"topology_report","gateway":4609,"node":2}\n' * 3)
