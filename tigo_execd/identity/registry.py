@@ -116,9 +116,7 @@ class Registry:
     def learn_node(self, gateway: int, node: int, address: str | None, barcode: str | None) -> None:
         """What one report (or the state file) says of one node."""
         key = (gateway, node)
-        known = self.claims.get(key, {})
-        if (not address or known.get("node_addr") == address) and \
-                (not barcode or known.get("barcode") == barcode):
+        if not self._news(key, address, barcode):
             return  # the common case: every upstream report repeats what is known
         claim = self._claim(key, address, barcode)
         if claim is not None:
@@ -130,15 +128,17 @@ class Registry:
         claims: dict[Key, dict[str, str] | None] = {
             key: None for key in self.claims if key[0] == gateway and key[1] not in table}
         for node, (address, barcode) in table.items():
-            known = self.claims.get((gateway, node), {})
-            if (address or barcode) and not (
-                    (not address or known.get("node_addr") == address)
-                    and (not barcode or known.get("barcode") == barcode)):
-                claims[(gateway, node)] = self._claim((gateway, node), address, barcode)
-        claims = {key: claim for key, claim in claims.items()
-                  if claim is not None or key in self.claims}
-        if claims:
+            if self._news((gateway, node), address, barcode) and \
+                    (claim := self._claim((gateway, node), address, barcode)) is not None:
+                claims[(gateway, node)] = claim
+        if claims:  # a table repeated unchanged (the fork prints them again and again) changes nothing
             self._settle(self._set_claims(claims))
+
+    def _news(self, key: Key, address: str | None, barcode: str | None) -> bool:
+        """Whether an address or barcode for `key` says something its claim does not."""
+        known = self.claims.get(key, {})
+        return bool((address and known.get("node_addr") != address)
+                    or (barcode and known.get("barcode") != barcode))
 
     def _claim(self, key: Key, address: str | None, barcode: str | None) -> dict[str, str] | None:
         """A node's new claim, merged with what it claimed before; None beyond MAX_NODES."""
@@ -207,8 +207,8 @@ class Registry:
         self.contested -= self._claimants.get(address, set())
         if self._owners.get(address) != key:
             self._own(address, key)
+            self._changed()
         self._former.pop(address, None)
-        self._changed()
 
     def _own(self, address: str, key: Key) -> None:
         """Tag `key` with `address`; say once where it came from if another node had it."""
