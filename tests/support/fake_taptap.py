@@ -13,8 +13,8 @@ is none), keeps the latest in that file and prints it again at its next start; 0
 with or without `--persistent-file` (twice per change with one). Usage errors (exit 2), a source
 that cannot be opened (exit 2, env_logger-style ERROR on stderr), line-buffered compact JSON on stdout,
 env_logger stderr lines (`[ts LEVEL target] msg`), the normal "missing slot clock" error after start,
-a TCP peer closing (exit 0, upstream; with the fork's `--reconnect-delay S` it reconnects after S
-seconds instead), a read error (exit 1), and a panic (exit 101, Rust's message).
+a TCP peer closing (exit 0, upstream; the fork reconnects after `--reconnect-delay` seconds, 5 by
+default, instead), a read error (exit 1), and a panic (exit 101, Rust's message).
 Not covered: decoding real bus bytes. The "bus" carries taptap JSON lines instead: every complete
 line read from the serial port or TCP connection is printed as taptap would print that report.
 
@@ -223,9 +223,9 @@ def main() -> None:
         except OSError as exc:  # e.g. the serial adapter unplugged
             log("ERROR", "taptap", f"read error: {exc}")
             sys.exit(1)
-        if not data and "reconnect-delay" in opts and "tcp" in opts:  # the fork: reconnect
+        if not data and BUILD != "upstream" and "tcp" in opts:  # the fork reconnects
             log("WARN", "taptap", "source closed; reconnecting")
-            time.sleep(float(opts["reconnect-delay"]))
+            time.sleep(float(opts.get("reconnect-delay", "5")))
             source, buf = open_source(opts), b""
             continue
         if not data:
