@@ -297,7 +297,8 @@ def test_upstream_barcodes_that_are_none(node, expected):
 def test_jsonl_of_unknown_events_is_skipped_quietly_without_the_capture_hint(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(b'{"event_type":"topology_report","gateway":4609,"node":2}\n' * 3)
-    child = Child(tigo_execd_argv("run", "--jsonl", str(path), "--stats-interval", "1"))
+    child = Child(tigo_execd_argv("run", "--jsonl", str(path), "--stats-interval", "1", "--state-file",
+                                  ""))
     assert child.finish() == 0
     assert "lines_skipped=3i" in child.stdout_lines()[-1]
     assert child.err == b""
