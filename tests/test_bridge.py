@@ -104,7 +104,8 @@ def test_taptap_crash_while_the_port_stays_open(tmp_path):
             os.kill(pid, signal.SIGKILL)
             await run.wait_err(f"taptap (pid {pid}) left the bridge".encode())
             pty.write(SECOND)  # no taptap now: these wait in the backlog
-            await run.wait_err(b"W! taptap exited with code -9 (killed by SIGKILL; ")
+            await run.wait_err(f"W! taptap exited with code -9 (killed by SIGKILL; the bus feed, "
+                               f"{pty.path}, is open); restarting in 1 s".encode())
             await run.wait_reports(10)
             assert len(taptap_starts(tmp_path)) == 2
             line = await run.wait_stats("reports=10i")
