@@ -138,6 +138,44 @@ def test_missing_tigo_execd_program_in_conf(site):
         assert "fix: edit" in checks[conf] and "TIGO_EXECD" in checks[conf]
 
 
+STATE = "/var/lib/tigo-execd/taptap-state.json"  # the service's StateDirectory= (shipped drop-in)
+
+
+@pytest.mark.parametrize(("build", "named", "identities"), [
+    ("upstream", "taptap 0.1.1; upstream (willglynn/taptap)",
+     "it reports identities in its power reports once it has seen the CCA read its node table"),
+    ("fork-0.2.0", "taptap 0.2.0; the fork (litinoveweedle/taptap) 0.2.0",
+     f"it reports identities in infrastructure reports (tigo-execd run passes `--persistent-file "
+     f"{STATE}`)"),
+    ("fork", "taptap 0.2.6; the fork (litinoveweedle/taptap) 0.2.5 or later",
+     f"it reports identities in infrastructure reports (tigo-execd run passes `--state-file "
+     f"{STATE}`)"),
+])
+def test_taptap_build_and_its_identities_are_named(site, monkeypatch, build, named, identities):
+    """Asked of the program (`taptap --version`, `taptap observe --help`), for the bridge source."""
+    monkeypatch.setenv("FAKE_TAPTAP_BUILD", build)
+    rc, checks = doctor(site)
+    assert rc == 0
+    assert checks["taptap"] == f"ok    taptap: {site['taptap']} runs ({named}); {identities}"
+
+
+def test_a_taptap_cmd_without_the_forks_state_file_is_told_what_to_add(site, monkeypatch):
+    monkeypatch.setenv("FAKE_TAPTAP_BUILD", "fork")
+    command = f"{site['taptap']} observe --serial {site['port']}"
+    rc, checks = doctor(site, "--source", f"cmd:{command}")
+    assert rc == 1
+    assert checks["taptap"] == (
+        f"FAIL  taptap: {site['taptap']} runs (taptap 0.2.6; the fork (litinoveweedle/taptap) 0.2.5 "
+        f"or later); TIGO_SOURCE's command passes no state file: this taptap prints no "
+        f"infrastructure report without --state-file, so no barcode ever reaches the reports -- "
+        f"fix: add `--state-file {STATE}` to the taptap command in TIGO_SOURCE in "
+        f"/etc/default/telegraf")
+    rc, checks = doctor(site, "--source", f"cmd:{command} --state-file {STATE}")
+    assert rc == 0
+    assert checks["taptap"].endswith("it reports identities in infrastructure reports (its command "
+                                     "passes a state file)")
+
+
 def test_unknown_option_in_conf(site):
     conf = site["etc"] / "telegraf.d" / "tigo.conf"
     conf.write_text(conf.read_text().replace('signal = "none"', 'signal = "none"\n  restart = "5s"'))

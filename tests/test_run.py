@@ -110,8 +110,8 @@ def test_taptap_crash_is_restarted_with_backoff_and_reported(tmp_path):
                 env={"FAKE_TAPTAP_THEN": "exit:1", "FAKE_TAPTAP_STARTS": str(starts)})
     try:
         child.wait_for(lambda: len(started_pids(starts)) >= 3, 10, "three taptap starts")
-        child.wait_stderr(b"taptap exited with code 1 (a read error (serial adapter unplugged?)); "
-                          b"restarting in 1 s")
+        child.wait_stderr(b"taptap exited with code 1 (a read error on its source (see its E! line "
+                          b"above)); restarting in 1 s")
         child.wait_stderr(b"restarting in 2 s")
         assert child.proc.poll() is None  # the plugin itself keeps running
     finally:
@@ -131,7 +131,8 @@ def test_taptap_stderr_is_relayed_with_levels_and_panics_as_errors(tmp_path):
     child.finish(5)
     err = child.stderr_lines()
     assert "E! taptap: thread 'main' panicked at src/observer.rs:42:5:" in err
-    assert any(l.startswith("W! taptap exited with code 101 (taptap panicked)") for l in err)
+    assert any(l.startswith("W! taptap exited with code 101 (taptap panicked (see the E! taptap: "
+                            "lines above)); restarting in 1 s") for l in err)
     # the slot-clock error is normal right after a start: debug, not error
     assert any(l.startswith("D! taptap[taptap::observer]: discarding power report") for l in err)
     assert not any(l.startswith("E! taptap[taptap::observer]") for l in err)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
+SERVICE_STATE_DIR = Path("/var/lib/tigo-execd")  # StateDirectory=tigo-execd of the shipped drop-in
 
 
 def state_dir() -> Path:

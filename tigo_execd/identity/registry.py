@@ -74,14 +74,32 @@ def _complete(address: str | None, barcode: str | None) -> tuple[str | None, str
     return address, barcode
 
 
+Key = tuple[int, int]  # (gateway id, node id)
+
+
 class Registry:
-    """In-memory map of gateway and node identities."""
+    """In-memory map of gateway and node identities.
+
+    Each node's claim (the address and barcode its latest table or report names) is kept apart from
+    what it is tagged with: an address is globally unique, so only one node at a time is tagged
+    with it, its owner. The fork replaces a gateway's node table only when that gateway's whole
+    table arrives, so after an optimizer moves to another TAP one infrastructure report can list its
+    address under both gateways. Such a contest is settled by the power reports: the owner stays
+    tagged until one of the claimants reports, and that one owns the address from then on (the
+    converter calls `heard` for the reports of `contested` nodes). A claim repeated unchanged
+    settles nothing again, so a stale table can never untag the live optimizer.
+    """
 
     def __init__(self) -> None:
-        self.gateways: dict[int, str] = {}                      # gateway id -> address hex
-        self.nodes: dict[tuple[int, int], dict[str, str]] = {}  # (gw, node) -> {node_addr, barcode}
+        self.gateways: dict[int, str] = {}             # gateway id -> address hex
+        self.nodes: dict[Key, dict[str, str]] = {}     # what each node is tagged with: node_addr, barcode
+        self.claims: dict[Key, dict[str, str]] = {}    # what each node's latest table or report said
+        self.contested: set[Key] = set()               # claimants of an address not settled yet
+        self._owners: dict[str, Key] = {}              # node address -> the node tagged with it
+        self._claimants: dict[str, set[Key]] = {}      # node address -> the nodes that claim it
+        self._former: dict[str, Key] = {}              # contested address -> its owner before
         # barcode or (gw, node) -> {panel, string}, from the names file
-        self.names: dict[str | tuple[int, int], dict[str, str]] = {}
+        self.names: dict[str | Key, dict[str, str]] = {}
         self.generation = 0
         self.on_change: Callable[[], None] | None = None
 
@@ -96,32 +114,117 @@ class Registry:
             self._changed()
 
     def learn_node(self, gateway: int, node: int, address: str | None, barcode: str | None) -> None:
+        """What one report (or the state file) says of one node."""
         key = (gateway, node)
-        if key not in self.nodes and len(self.nodes) >= MAX_NODES:
-            log.warn(f"over {MAX_NODES} optimizers known: not learning gateway {gateway} node {node} "
-                     "(no real bus has that many; is something else writing on it?)", key="max-nodes")
-            return
-        known = self.nodes.get(key, {})
-        if (not address or known.get("node_addr") == address) and \
-                (not barcode or known.get("barcode") == barcode):
+        if not self._news(key, address, barcode):
             return  # the common case: every upstream report repeats what is known
+        claim = self._claim(key, address, barcode)
+        if claim is not None:
+            self._settle(self._set_claims({key: claim}))
+
+    def learn_table(self, gateway: int, table: dict[int, tuple[str | None, str | None]]) -> None:
+        """A gateway's whole node table (node -> (address, barcode)), as the fork prints it: it
+        replaces what that gateway's nodes claimed before; a node it leaves out claims nothing."""
+        claims: dict[Key, dict[str, str] | None] = {
+            key: None for key in self.claims if key[0] == gateway and key[1] not in table}
+        for node, (address, barcode) in table.items():
+            if self._news((gateway, node), address, barcode) and \
+                    (claim := self._claim((gateway, node), address, barcode)) is not None:
+                claims[(gateway, node)] = claim
+        if claims:  # a table repeated unchanged (the fork prints them again and again) changes nothing
+            self._settle(self._set_claims(claims))
+
+    def _news(self, key: Key, address: str | None, barcode: str | None) -> bool:
+        """Whether an address or barcode for `key` says something its claim does not."""
+        known = self.claims.get(key, {})
+        return bool((address and known.get("node_addr") != address)
+                    or (barcode and known.get("barcode") != barcode))
+
+    def _claim(self, key: Key, address: str | None, barcode: str | None) -> dict[str, str] | None:
+        """A node's new claim, merged with what it claimed before; None beyond MAX_NODES."""
+        if key not in self.claims and len(self.claims) >= MAX_NODES:
+            log.warn(f"over {MAX_NODES} optimizers known: not learning gateway {key[0]} node "
+                     f"{key[1]} (no real bus has that many; is something else writing on it?)",
+                     key="max-nodes")
+            return None
+        known = self.claims.get(key, {})
         address, barcode = _complete(address, barcode)
         new = {k: v for k, v in (("node_addr", address), ("barcode", barcode)) if v}
         for tag in ("barcode", "node_addr"):
             if known.get(tag) and new.get(tag) and known[tag] != new[tag]:
-                log.warn(f"gateway {gateway} node {node}: {tag} changed from {known[tag]} to "
+                log.warn(f"gateway {key[0]} node {key[1]}: {tag} changed from {known[tag]} to "
                          f"{new[tag]} (the CCA re-enumerated its nodes); tags follow the new "
-                         f"mapping", key=f"reenumerated {gateway} {node}")
+                         f"mapping", key=f"reenumerated {key[0]} {key[1]}")
                 break
-        for other_key, other in self.nodes.items():
-            # an address is globally unique: the node that had it before has another id now
-            if other_key != key and other.get("node_addr") == new.get("node_addr", "-"):
-                log.warn(f"{other.get('barcode') or address} moved from gateway {other_key[0]} "
-                         f"node {other_key[1]} to gateway {gateway} node {node}; the old id is "
-                         f"untagged until it is learnt again", key=f"reenumerated {gateway} {node}")
-                other.clear()
-        self.nodes[key] = {**known, **new}
+        return {**known, **new}
+
+    def _set_claims(self, claims: dict[Key, dict[str, str] | None]) -> set[str]:
+        """Record new claims (None: none any more); returns the addresses whose owner may change."""
+        touched = set()
+        for key, claim in claims.items():
+            self.contested.discard(key)  # its contest, if any, goes on without it
+            old = self.claims.pop(key, {}).get("node_addr")
+            if old:
+                self._claimants[old].discard(key)
+                touched.add(old)
+            if claim is not None:
+                self.claims[key] = claim
+                if address := claim.get("node_addr"):
+                    self._claimants.setdefault(address, set()).add(key)
+                    touched.add(address)
+        return touched
+
+    def _settle(self, addresses: set[str]) -> None:
+        """Who is tagged with each address after its claims changed: its only claimant; with
+        several, the owner stays until one of them reports (`heard`)."""
+        for address in addresses:
+            claimants = self._claimants.get(address, set())
+            owner = self._owners.get(address)
+            if owner is not None and owner not in claimants:
+                self._former.setdefault(address, owner)
+                self._untag(address)
+                owner = None
+            if len(claimants) == 1:
+                self.contested -= claimants
+                self._own(address, next(iter(claimants)))
+            elif claimants:
+                if owner is not None:
+                    self._former.setdefault(address, owner)
+                    self.nodes[owner] = dict(self.claims[owner])  # what it claims now
+                self.contested |= claimants
+            else:
+                self._claimants.pop(address, None)
+                self._former.pop(address, None)
         self._changed()
+
+    def heard(self, gateway: int, node: int) -> None:
+        """A contested node sent a power report: it owns the address it claims from now on."""
+        key = (gateway, node)
+        address = self.claims.get(key, {}).get("node_addr")
+        self.contested.discard(key)
+        if address is None:
+            return
+        self.contested -= self._claimants.get(address, set())
+        if self._owners.get(address) != key:
+            self._own(address, key)
+            self._changed()
+        self._former.pop(address, None)
+
+    def _own(self, address: str, key: Key) -> None:
+        """Tag `key` with `address`; say once where it came from if another node had it."""
+        former = self._former.pop(address, None) or self._owners.get(address)
+        self._untag(address)
+        self._owners[address] = key
+        self.nodes[key] = dict(self.claims[key])
+        if former is not None and former != key:
+            log.warn(f"{self.claims[key].get('barcode') or address} moved from gateway {former[0]} "
+                     f"node {former[1]} to gateway {key[0]} node {key[1]}; the old id is "
+                     f"untagged until it is learnt again", key=f"moved {address}")
+
+    def _untag(self, address: str) -> None:
+        owner = self._owners.pop(address, None)
+        if owner is not None and self.nodes.get(owner, {}).get("node_addr") == address:
+            del self.nodes[owner]  # (unless it is tagged with the address it claims now)
 
     def set_names(self, names: dict[str | tuple[int, int], dict[str, str]]) -> None:
         self.names = names

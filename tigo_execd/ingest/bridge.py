@@ -22,7 +22,8 @@ from tigo_execd.bus.reconnect import SILENT, Reconnect
 from tigo_execd.bus.relay import LOOPBACK, Relay
 from tigo_execd.ingest.sources import Source
 from tigo_execd.log import log
-from tigo_execd.taptap import Supervisor, not_found_message, resolve
+from tigo_execd.systemd import state_dir
+from tigo_execd.taptap import STATE_FILE, Supervisor, not_found_message, resolve
 
 READ_SIZE = 1 << 16
 REPLAY_CHUNK = BUS_RATE // 10
@@ -55,8 +56,11 @@ class BridgeSource(Source):
 
     async def chunks(self) -> AsyncIterator[bytes]:
         port = await self.relay.start()
+        # the state file, when this taptap has the option: the fork from 0.2.5 prints no
+        # infrastructure report (no barcode) without one
         self.supervisor = Supervisor([self.taptap, "observe", "--tcp", LOOPBACK, "--port", str(port),
-                                      *self.taptap_args])
+                                      *self.taptap_args], state_file=state_dir() / STATE_FILE,
+                                     pass_state_file=True, context=self._feed_state)
         log.debug(f"taptap reads the bus from {LOOPBACK}:{port}")
         if isinstance(self.feed, ReplayFile):
             work = [asyncio.create_task(self._replay(self.feed, self.supervisor))]
@@ -84,6 +88,10 @@ class BridgeSource(Source):
         self._stopping = True
         if self.supervisor is not None:
             await self.supervisor.stop()
+
+    def _feed_state(self) -> str:
+        """The bus feed's state, for the line that says why taptap exited."""
+        return f"the bus feed, {self.feed.label}, is {'open' if self.connected else 'not open'}"
 
     def fields(self) -> dict[str, int | float]:
         sup = self.supervisor

@@ -1,10 +1,12 @@
 """Where a taptap line is parsed and becomes a line of line protocol: one code path for every source.
 
-Both taptap formats are understood: upstream (nested `gateway`/`node` objects, optional `address`
-and `barcode`) and the fork (`event_type`, integer ids, identities in `infrastructure_report`
-events). Lines that are not JSON objects (taptap's `bad tx request: Frame {...}` debug output) are
-noise: skipped and counted. Lines that look like JSON but cannot be used are invalid: counted and
-logged (rate-limited). The schema is the old ingest's, kept to the letter (README, Metrics).
+Every shape taptap prints is understood: upstream (nested `gateway`/`node` objects, optional
+`address` and `barcode`), the fork (`event_type`, integer ids, identities in `infrastructure_report`
+events) and the fork's development branch (integer ids without `event_type`, converted exactly as
+the fork's power reports). Lines that are not JSON objects (taptap's `bad tx request: Frame {...}`
+debug output) are noise: skipped and counted. Lines that look like JSON but cannot be used are
+invalid: counted and logged (rate-limited). The schema is the old ingest's, kept to the letter
+(README, Metrics).
 
 Two paths, one writer. `_parse` parses a line and decides the text of each measured value
 (`measured`, `rssi_field`). A plain line it converted teaches its pieces, each mapped to those
@@ -98,6 +100,8 @@ class Counters:
     lines_invalid: int = 0
     infrastructure_reports: int = 0
     reports_clock_rejected: int = 0  # reports not written: dated implausibly (clock.py)
+    lines_too_long: int = 0  # over linesplit.MAX_LINE, dropped unread (also in lines_invalid)
+    objects: int = 0  # lines that were JSON objects, of any kind (not a tigo_ingest field)
     last_report_monotonic: float | None = None
     nodes: set[tuple[int, int]] = field(default_factory=set)
 
@@ -188,25 +192,34 @@ class Converter:
         except (orjson.JSONDecodeError, AttributeError) as exc:  # not a JSON object
             self._not_an_object(raw, exc)
             return
+        self.counters.objects += 1
         try:
-            if event == "power_report":
-                gateway, node = obj["gateway"], obj["node"]
+            gw, nd = obj["gateway"], obj["node"]
+            if event == "power_report" or (event is None and type(gw) is int):
+                gateway, node = gw, nd  # the fork's, with or without event_type
             elif event is None:  # upstream: nested objects, identities inline when known
-                gw, nd = obj["gateway"], obj["node"]
                 gateway, node = gw["id"], nd["id"]
                 if len(gw) > 1 or len(nd) > 1:
                     self._learn_upstream(gw, nd, gateway, node)
-            elif event == "infrastructure_report":
-                self._infrastructure(obj)
-                return
             else:
+                raise LookupError
+        except LookupError:  # no ids: an event of another kind, or a report without them
+            if event == "infrastructure_report":
+                self._infrastructure(obj)
+            elif event not in (None, "power_report"):
                 self._skipped(f"skipped taptap event of unknown type {str(event)[:40]!r}", "event")
-                return
-        except (KeyError, TypeError, IndexError):  # ids missing, or not where they belong
+            else:
+                self._invalid("a report without valid gateway/node ids", raw)
+            return
+        except TypeError:  # ids not where they belong
             gateway = node = None
         if type(gateway) is not int or type(node) is not int:
             self._invalid("a report without valid gateway/node ids", raw)
             return
+        contested = (gateway, node) in self.registry.contested
+        if contested:  # it reports: the address it claims is its own (registry.py)
+            self.registry.heard(gateway, node)
+            self._check_registry()
         tags = self._tags.get((gateway, node)) or self._new_node(gateway, node)
         if tags is None:
             self._invalid("a report with gateway/node ids out of range", raw)
@@ -226,7 +239,8 @@ class Converter:
             self._invalid("a report without any usable value", raw)
             return
         report((tags, ns, vin, vout, cur, cur_t, duty_t, rssi_t, temp_t, vin_t, vout_t))
-        self._remember(raw, obj, tags, ns, values, rssi_t)
+        if not contested:
+            self._remember(raw, obj, tags, ns, values, rssi_t)
 
     def _remember(self, raw: bytes, obj: dict[str, Any], tags: str, ns: str,
                   values: list[tuple[float, str]], rssi_t: str) -> None:
@@ -332,7 +346,8 @@ class Converter:
         return self.measurement + "".join(f",{k}={v}" for k, v in escaped if v)
 
     def _infrastructure(self, obj: dict[str, Any]) -> None:
-        """Fork identities: gateway addresses, node addresses and barcodes (map keys are int strings)."""
+        """Fork identities: gateway addresses, and each gateway's whole node table with addresses
+        and barcodes (map keys are int strings; `version`, the gateway's firmware, is not kept)."""
         self.counters.infrastructure_reports += 1
         gateways, nodes = obj.get("gateways"), obj.get("nodes")
         for gw_key, info in (gateways.items() if type(gateways) is dict else ()):
@@ -343,11 +358,10 @@ class Converter:
             gw = parse_id(gw_key)
             if gw is None or type(table) is not dict:
                 continue
-            for node_key, info in table.items():
-                node = parse_id(node_key)
-                if node is not None and type(info) is dict:
-                    self.registry.learn_node(gw, node, address_hex_from_json(info.get("address")),
-                                             valid_barcode(info.get("barcode")))
+            self.registry.learn_table(gw, {
+                node: (address_hex_from_json(info.get("address")), valid_barcode(info.get("barcode")))
+                for node_key, info in table.items()
+                if (node := parse_id(node_key)) is not None and type(info) is dict})
         self._check_registry()
 
     def _invalid(self, why: str, raw: bytes) -> None:

@@ -28,9 +28,9 @@ from tigo_execd.ingest.convert import Converter
 from tigo_execd.ingest.output import DEFAULT_MAX_BYTES, MB, Output, is_pipe
 from tigo_execd.ingest.sources import DemoSource, JsonlSource, Source, TaptapSource
 from tigo_execd.journal import Journal
+from tigo_execd.linesplit import MAX_LINE, LineSplitter
 from tigo_execd.log import log
 
-MAX_LINE = 1 << 16   # no taptap line is near this; longer ones are garbage and are dropped whole
 SHUTDOWN_BUDGET = 1.5  # for the source to finish; the rest of 2 s is for stdout to take what is held
 EXIT_BUDGET = 2.0
 CLOCK_CHECK_DEFAULT = "auto"
@@ -211,8 +211,7 @@ class Ingest:
         self.clock = clock
         self.stop = asyncio.Event()
         self.started = time.monotonic()
-        self._partial = b""
-        self._discarding = False
+        self._lines = LineSplitter(self._too_long)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -257,23 +256,16 @@ class Ingest:
         return exitcodes.OK
 
     async def _pump(self) -> None:
-        convert = self.converter.convert_lines
+        convert, split = self.converter.convert_lines, self._lines.feed
         async for chunk in self.source.chunks():
-            lines = chunk.split(b"\n")
-            lines[0] = self._partial + lines[0]  # not the whole chunk: it may be a megabyte
-            self._partial = lines.pop()
-            if self._discarding and lines:
-                lines[0], self._discarding = b"", False
-            if len(self._partial) > MAX_LINE:
-                self._drop_long_line()
-            out = convert(lines)
+            out = convert(split(chunk))
             if out:
                 self._emit(out.encode())
                 await self.out.drain()  # returns at once unless the source can wait
             if self.out.closed.is_set():
                 return
-        if self._partial and not self._discarding:
-            self._emit(convert([self._partial]).encode())
+        if rest := self._lines.rest():
+            self._emit(convert([rest]).encode())
         self._check_jsonl_read()
 
     def _emit(self, data: bytes) -> None:
@@ -283,20 +275,22 @@ class Ingest:
         self.out.write(data)
 
     def _check_jsonl_read(self) -> None:
-        """A --jsonl input that held lines but not one report is most likely a raw capture."""
+        """A --jsonl input that held lines but not one JSON object is most likely a raw capture."""
         c = self.converter.counters
-        if (isinstance(self.source, JsonlSource) and c.lines_read
-                and not (c.reports or c.infrastructure_reports or c.reports_clock_rejected)):
+        if isinstance(self.source, JsonlSource) and c.lines_read and not (c.reports or c.objects):
             log.warn(f"none of the {c.lines_read} lines of {self.source.label} was a taptap JSON "
                      f"report: a raw RS-485 capture (as --record writes) goes through taptap with "
                      f"--replay FILE, not --jsonl")
 
-    def _drop_long_line(self) -> None:
-        if not self._discarding:  # a long line arrives in many chunks: count it once
-            self.converter.counters.lines_read += 1
-            self.converter.counters.lines_invalid += 1
-            log.warn(f"rejected a taptap line longer than {MAX_LINE} bytes", key="long-line")
-        self._partial, self._discarding = b"", True
+    def _too_long(self, size: int) -> None:
+        """A line over linesplit's limit (no taptap line comes near it): counted, said, skipped."""
+        c = self.converter.counters
+        c.lines_read += 1
+        c.lines_invalid += 1
+        c.lines_too_long += 1
+        log.warn(f"skipped a taptap line of {size}+ bytes, over the {MAX_LINE >> 20} MiB limit (the "
+                 f"largest site's infrastructure report is about 140 kB); reading goes on after it "
+                 f"(lines_too_long={c.lines_too_long})", key="long-line")
 
     async def _watch_stdin(self) -> None:
         """Telegraf closes our stdin to stop us: EOF is the shutdown signal."""
@@ -319,8 +313,8 @@ class Ingest:
         fields: dict[str, lineproto.Field | None] = {
             "lines_read": c.lines_read, "reports": c.reports, "lines_skipped": c.lines_skipped,
             "lines_invalid": c.lines_invalid, "infrastructure_reports": c.infrastructure_reports,
-            "nodes_seen": len(c.nodes), "reports_dropped": self.out.reports_dropped,
-            "stdout_backlog_bytes": self.out.held_bytes,
+            "nodes_seen": len(c.nodes), "lines_too_long": c.lines_too_long,
+            "reports_dropped": self.out.reports_dropped, "stdout_backlog_bytes": self.out.held_bytes,
             "last_report_age_s": None if c.last_report_monotonic is None
             else round(time.monotonic() - c.last_report_monotonic, 3),
             **self.source.fields(),

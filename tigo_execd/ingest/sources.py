@@ -13,7 +13,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from tigo_execd.ingest.output import is_pipe
-from tigo_execd.taptap import Supervisor
+from tigo_execd.systemd import state_dir
+from tigo_execd.taptap import STATE_FILE, Supervisor
 
 FILE_CHUNK = 1 << 20
 
@@ -39,12 +40,13 @@ class Source:
 
 
 class TaptapSource(Source):
-    """`--taptap-cmd`: run the user's taptap command line (split like a shell, never run by one)."""
+    """`--taptap-cmd`: run the user's taptap command line (split like a shell, never run by one).
+    The command is theirs: a state file it lacks is named in a warning, never added."""
 
     name = "taptap-cmd"
 
     def __init__(self, argv: list[str]) -> None:
-        self.supervisor = Supervisor(argv)
+        self.supervisor = Supervisor(argv, state_file=state_dir() / STATE_FILE)
 
     @classmethod
     def from_command(cls, command: str) -> TaptapSource:

@@ -55,8 +55,23 @@ from tigo_execd.setup.telegraf_config import (
     tigo_metrics_sent,
     unknown_options,
 )
-from tigo_execd.systemd import SERVICE_PATH, ServiceUser, group_name, read_env_file, user_name
-from tigo_execd.taptap import cargo_bin, resolve
+from tigo_execd.systemd import (
+    SERVICE_PATH,
+    SERVICE_STATE_DIR,
+    ServiceUser,
+    group_name,
+    read_env_file,
+    user_name,
+)
+from tigo_execd.taptap import (
+    STATE_FILE,
+    build_family,
+    cargo_bin,
+    has_state_option,
+    resolve,
+    state_file_need,
+    state_option,
+)
 
 TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
                   "--profile minimal && ~/.cargo/bin/cargo install taptap --locked && "
@@ -195,12 +210,14 @@ def parse_source(spec: str | None) -> tuple[str, str]:
 
 
 def check_taptap(taptap: str, source: str | None, timeout: float) -> Finding:
-    """taptap found on the service's PATH, and it runs."""
+    """taptap found on the service's PATH, it runs, which build it is, and whether it will report
+    the optimizers' identities (barcodes) the way the source runs it."""
     kind, value = parse_source(source)
     if kind == "jsonl":
         return skip("taptap", "not needed: the source is a file of taptap output")
-    if kind == "taptap_cmd":
-        taptap = shlex.split(value)[0]
+    argv = shlex.split(value) if kind == "taptap_cmd" else []
+    if argv:
+        taptap = argv[0]
     path = resolve(taptap, SERVICE_PATH, cargo=False)
     if path is None and os.sep in taptap and os.path.exists(taptap):
         return fail("taptap", f"{taptap} is not executable", f"sudo chmod 755 {taptap}")
@@ -218,9 +235,24 @@ def check_taptap(taptap: str, source: str | None, timeout: float) -> Finding:
             rc, out = _run([path, "--help"], timeout)
             if "usage" not in out.lower():
                 raise OSError(f"exit code {rc}: {out[:200]}")
+        _, observe_help = _run([path, "observe", "--help"], timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return fail("taptap", f"{path} does not run: {exc}", "reinstall it: " + TAPTAP_INSTALL)
-    return ok("taptap", f"{path} runs ({version or 'version not reported'})")
+    found = f"{path} runs ({version or 'version not reported'}; {build_family(observe_help)})"
+    option = state_option(observe_help)
+    state = SERVICE_STATE_DIR / STATE_FILE
+    if option is None:
+        return ok("taptap", f"{found}; it reports identities in its power reports once it has seen "
+                  "the CCA read its node table")
+    add = f"add `{option} {state}` to the taptap command in TIGO_SOURCE in /etc/default/telegraf"
+    if argv and not has_state_option(argv):
+        if option == "--state-file":
+            return fail("taptap", f"{found}; TIGO_SOURCE's command passes no state file: "
+                        f"{state_file_need(option)}", add)
+        return ok("taptap", f"{found}; it reports identities in infrastructure reports, but "
+                  f"{state_file_need(option)}: {add}")
+    how = "its command passes a state file" if argv else f"tigo-execd run passes `{option} {state}`"
+    return ok("taptap", f"{found}; it reports identities in infrastructure reports ({how})")
 
 
 def _group_fix(group: str, user: str) -> str:
