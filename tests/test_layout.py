@@ -21,7 +21,7 @@ import pytest
 from support.chromium import Png, screenshot
 from support.paths import ROOT
 from support.proc import tigo_execd_argv
-from tigo_execd.identity.layout import Known, LayoutError, Reported, load
+from tigo_execd.identity.layout import Known, LayoutError, Reported, read
 
 EXAMPLE = """# our house
 [east azimuth=115 tilt=30]
@@ -42,7 +42,7 @@ SVG_NS = {"svg": "http://www.w3.org/2000/svg"}
 def layout_of(tmp_path: Path, text: str | bytes, known: Known = KNOWN):
     path = tmp_path / "roof.txt"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    return load(path, known, "roof.txt")
+    return read(path, "roof.txt").resolve(known)
 
 
 def mistakes(tmp_path: Path, text: str | bytes) -> list[str]:
@@ -100,8 +100,11 @@ def test_every_mistake_is_a_line_numbered_message(tmp_path, text, expected):
 
 
 def test_all_mistakes_of_a_file_are_told_at_once_in_line_order(tmp_path):
-    problems = mistakes(tmp_path, "[a bad=1]\nE1 nope\n[b]\nE1\n")
-    assert [re.search(r"line (\d+)", p)[1] for p in problems] == ["1", "2", "4"]  # type: ignore[index]
+    """Those of the drawing first (no InfluxDB needed to find them), then those of its tokens."""
+    drawing = mistakes(tmp_path, "[a bad=1]\nE1 nope\n[b]\n[c tilt=x]\nE2\n")
+    assert [re.search(r"line (\d+)", p)[1] for p in drawing] == ["1", "3", "4"]  # type: ignore[index]
+    tokens = mistakes(tmp_path, "[a]\nE1 nope\n[b]\nE1 E2 4609/77\n")
+    assert [re.search(r"line (\d+)", p)[1] for p in tokens] == ["2", "4", "4"]  # type: ignore[index]
 
 
 def test_a_name_given_to_two_panels_must_be_drawn_by_id(tmp_path):

@@ -247,6 +247,10 @@ class FaceDraft:
     keys: dict[str, float] = field(default_factory=dict)
     rows: list[tuple[int, list[str]]] = field(default_factory=list)  # (line, tokens)
 
+    @property
+    def panels(self) -> int:
+        return sum(t != EMPTY for _, tokens in self.rows for t in tokens)
+
 
 @dataclass(frozen=True)
 class Drawing:
@@ -269,15 +273,6 @@ def read(path: Path, source: str | None = None) -> Drawing:
     if problems:
         raise LayoutError(problems)
     return drawing
-
-
-def load(path: Path, known: Known, source: str | None = None) -> Layout:
-    """read() and resolve() in one, every mistake of both told at once."""
-    drawing, problems = parse(read_text(path), source or str(path))
-    layout, unresolved = resolve(drawing, known)
-    if problems or unresolved:
-        raise LayoutError(sorted(problems + unresolved, key=_line_of))
-    return layout
 
 
 def parse(text: str, source: str) -> tuple[Drawing, list[str]]:
@@ -309,14 +304,14 @@ def parse(text: str, source: str) -> tuple[Drawing, list[str]]:
                 tokens[i] = EMPTY  # told once: not again as a panel nobody knows
         faces[-1].rows.append((n, tokens))
     for face in faces:
-        if not any(t != EMPTY for _, tokens in face.rows for t in tokens):
+        if not face.panels:
             what = "rows" if not face.rows else "panels (only empty spots)"
             problems.append(f"{where} {face.line}: face {face.name!r} has no {what}: draw its "
                             "panels on the lines below the header, or remove the header")
     if not faces:
         problems.append(f"{source}: no panels: the file is empty or holds only comments "
                         "(one line per row of panels, e.g. `4609/2 4609/3 4609/4`)")
-    elif sum(t != EMPTY for f in faces for _, ts in f.rows for t in ts) > MAX_NODES:
+    elif sum(f.panels for f in faces) > MAX_NODES:
         problems.append(f"{source}: over {MAX_NODES} panels drawn, more than a CCA serves")
     return Drawing(source, faces), sorted(problems, key=_line_of)
 

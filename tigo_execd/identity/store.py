@@ -293,8 +293,8 @@ class Identity:
         drawing, problems = layout.parse(text, str(self._layout.path))
         for problem in problems:
             log.warn(problem)
-        spots = sum(t != layout.EMPTY for f in drawing.faces for _, row in f.rows for t in row)
-        log.info(f"layout file {self._layout.path}: {len(drawing.faces)} faces, {spots} panels drawn")
+        log.info(f"layout file {self._layout.path}: {len(drawing.faces)} faces, "
+                 f"{sum(f.panels for f in drawing.faces)} panels drawn")
         self._drawing, self._reports_at_drawing = drawing, self._reports()
         self._judge_layout()
 
