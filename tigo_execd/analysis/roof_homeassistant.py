@@ -17,6 +17,8 @@ minute the picture changed; `layout --format homeassistant` prints them once.
 from __future__ import annotations
 
 from tigo_execd import lineproto, measurements
+from tigo_execd.analysis import roof_svg
+from tigo_execd.analysis.roof import Roof
 
 FIELD = "roof"
 CONTENT_TYPE = "image/svg+xml"
@@ -43,9 +45,9 @@ def image_line(topic_base: str, svg: str, now_ns: int) -> str:
     return lineproto.line(measurements.HA_IMAGE, {"topic": f"{topic_base}/site"}, {FIELD: svg}, now_ns) or ""
 
 
-def lines(svg: str, now_ns: int, discovery_prefix: str = DISCOVERY_PREFIX, id_prefix: str = ID_PREFIX,
-          topic_base: str = TOPIC_BASE) -> str:
-    """Config and picture, as `homeassistant --layout` prints them (for `layout --format homeassistant`)."""
-    topic, fields = config(discovery_prefix, id_prefix, topic_base)
+def render(roof: Roof) -> str:
+    """`layout --format homeassistant`: the config and the picture as `homeassistant --layout`
+    prints them with its default prefixes."""
+    topic, fields = config(DISCOVERY_PREFIX, ID_PREFIX, TOPIC_BASE)
     return (lineproto.line(measurements.HA_CONFIG, {"topic": topic}, fields) or "") + image_line(
-        topic_base, svg, now_ns)
+        TOPIC_BASE, roof_svg.render(roof), roof.now_ns)
