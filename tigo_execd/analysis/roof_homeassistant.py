@@ -9,18 +9,30 @@ field is the SVG, which the health instance's Telegraf publishes raw and retaine
 BASE/site/roof (outputs.mqtt with layout "field"). Line protocol has no newline inside a string:
 lineproto turns the SVG's newlines into spaces, which SVG ignores between elements.
 
-The discovery config names the site device by its identifier only: Home Assistant adds the entity
-to the device the other site entities describe. `homeassistant --layout` prints both lines every
-minute the picture changed; `layout --format homeassistant` prints them once.
+`layout --format homeassistant` prints the config and the picture once; `homeassistant --layout`
+prints the config with its others and the picture through `RoofImage`: drawn at most once a
+minute, printed when it changed or every --state-every-min, the layout file read again when it
+changes and its tokens resolved against the reports each time (a panel that starts reporting
+may make a token known).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 from tigo_execd import lineproto, measurements
 from tigo_execd.analysis import roof_svg
-from tigo_execd.analysis.roof import Roof
+from tigo_execd.analysis.roof import Roof, known_from, last_reports, read_roof
+from tigo_execd.clock import NS
+from tigo_execd.identity import layout as layout_file
+from tigo_execd.identity.layout import Drawing, LayoutError
+from tigo_execd.influx import Influx
+from tigo_execd.log import log
 
 FIELD = "roof"
+EVERY_NS = 60 * NS  # the picture is drawn and sent at most once a minute
 CONTENT_TYPE = "image/svg+xml"
 DISCOVERY_PREFIX = "homeassistant"  # the homeassistant command's defaults
 TOPIC_BASE = "tigo"
@@ -51,3 +63,57 @@ def render(roof: Roof) -> str:
     topic, fields = config(DISCOVERY_PREFIX, ID_PREFIX, TOPIC_BASE)
     return (lineproto.line(measurements.HA_CONFIG, {"topic": topic}, fields) or "") + image_line(
         TOPIC_BASE, roof_svg.render(roof), roof.now_ns)
+
+
+@dataclass
+class RoofImage:
+    """The Roof image of `homeassistant --layout FILE`, one minute after another."""
+
+    path: Path
+    drawing: Drawing | None = None
+    version: tuple[int, int] | None = None   # the file's (mtime_ns, size) when read
+    told: list[str] | None = None            # the problems last logged, not to repeat them
+    svg: str = ""                            # the picture last sent, and when
+    sent_ns: int | None = None
+
+    def line(self, db: Influx, target: str, topic_base: str, now_ns: int, every_ns: int) -> str:
+        """The tigo_ha_image line when one is due, else ""; raises InfluxError."""
+        if self.sent_ns is not None and 0 <= now_ns - self.sent_ns < EVERY_NS:
+            return ""
+        try:
+            drawing = self._drawing()
+            last = last_reports(db, target, now_ns)
+            layout = drawing.resolve(known_from(last))
+        except LayoutError as exc:
+            self._tell(exc.problems)
+            return ""
+        self._tell([])
+        svg = roof_svg.render(read_roof(db, target, layout, "power", now_ns, last))
+        if svg == self.svg and self.sent_ns is not None and now_ns - self.sent_ns < every_ns:
+            return ""
+        self.svg, self.sent_ns = svg, now_ns
+        return image_line(topic_base, svg, now_ns)
+
+    def _drawing(self) -> Drawing:
+        """The file parsed, read again when its mtime or size changed; raises LayoutError."""
+        try:
+            st = os.stat(self.path)
+            version = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            version = None
+        if self.drawing is None or version is None or version != self.version:
+            self.drawing, self.version = None, version
+            self.drawing = layout_file.read(self.path)
+        return self.drawing
+
+    def _tell(self, problems: list[str]) -> None:
+        """Each set of problems once (E! lines); that the picture is back, once (I!)."""
+        if self.told is not None and problems == self.told:
+            return
+        for problem in problems:
+            log.error(f"homeassistant: {problem}")
+        if problems:
+            log.error("homeassistant: no Roof picture until the layout file is fixed")
+        elif self.told:
+            log.info("homeassistant: the layout file is fine again: the Roof picture is published")
+        self.told = problems

@@ -12,7 +12,8 @@ the previous check and the newest ones (energy today, see EnergyToday: the Grafa
 definition, never lower within a day, the same after a restart); and every KINDS_EVERY_NS the
 panels' fault kinds of their newest `tigo_panel_day` (written once a day). A state is printed when it
 changed or every --state-every-min; configs at start, when they change (a new panel, a new name)
-and again once per --config-every-min, spread over the minutes.
+and again once per --config-every-min, spread over the minutes. With --layout, the roof picture
+too (analysis/roof_homeassistant.py: an MQTT image entity of the site device).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
 from tigo_execd.analysis.nodes import current_kinds
 from tigo_execd.cli import Subparsers, add_log_level
+from tigo_execd.analysis import roof_homeassistant
+from tigo_execd.analysis.roof_homeassistant import RoofImage
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxError
@@ -148,6 +152,7 @@ class Publisher:
     checks: int = 0
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     kinds_read_ns: int | None = None
+    roof: RoofImage | None = None
 
     def check(self, now_ns: int) -> str:
         """One minute's lines; InfluxDB trouble prints nothing (the health sensor says why)."""
@@ -155,6 +160,9 @@ class Publisher:
             panels = self._panels(now_ns)
             self.energy.advance(self.s, now_ns)
             self._read_kinds(now_ns)
+            image = self.roof.line(self.s.influx, influx.target(self.s.rp, self.s.measurement),
+                                   self.s.topic_base, now_ns, int(self.s.state_every_min * MIN_NS)
+                                   ) if self.roof else ""
         except InfluxError as exc:
             log.warn(f"homeassistant: no update this minute: {exc}", key="ha_influx")
             return ""
@@ -169,6 +177,7 @@ class Publisher:
                 for topic, fields in self._panel_configs(panel):
                     out.append(self._config(topic, fields, i % refresh_slots == slot))
         out += self._states(panels, now_ns)
+        out.append(image)
         return "".join(line for line in out if line)
 
     # ------------------------------------------------------------------ reading
@@ -267,6 +276,9 @@ class Publisher:
         yield self._entity("sensor", f"{ident}_energy_today", {
             "name": "Energy today", "unit_of_meas": "kWh", "dev_cla": "energy",
             "stat_cla": "total_increasing", "val_tpl": "{{ value_json.energy_kwh }}", **own})
+        if self.roof:
+            topic, fields = roof_homeassistant.config(s.discovery_prefix, s.id_prefix, s.topic_base)
+            yield topic, {**fields, **dev}
 
     def _panel_configs(self, p: Panel) -> Iterator[tuple[str, Fields]]:
         s = self.s
@@ -325,6 +337,9 @@ def register(sub: Subparsers) -> None:
                                    "health Telegraf instance's outputs.mqtt. Credentials: environment "
                                    "INFLUX_USER / INFLUX_PASS.")
     p.add_argument("--once", action="store_true", help="print one check's lines and exit")
+    p.add_argument("--layout", type=lambda t: Path(t) if t else None, metavar="FILE",
+                   help="the roof's layout file: publish its picture as the site's Roof image "
+                        "(docs/reference/layout.md; '' = none)")
     influx.add_arguments(p)
     p.add_argument("--discovery-prefix", type=lambda t: _topic_part(t) if t else t,
                    default="homeassistant",
@@ -359,7 +374,7 @@ def main(args: argparse.Namespace) -> int:
                         args.inventory_days, args.node_silence_min, args.state_every_min,
                         args.config_every_min)
     clock: Callable[[], int] = (lambda: args.now) if args.now is not None else time.time_ns
-    publisher = Publisher(settings)
+    publisher = Publisher(settings, roof=RoofImage(args.layout) if args.layout else None)
     if not settings.discovery_prefix:
         log.info("homeassistant: discovery prefix empty: states only, no discovery configs")
     checks = iter([b"\n"]) if args.once else iter(sys.stdin.buffer.readline, b"")
