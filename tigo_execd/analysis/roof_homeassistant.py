@@ -10,10 +10,10 @@ BASE/site/roof (outputs.mqtt with layout "field"). Line protocol has no newline 
 lineproto turns the SVG's newlines into spaces, which SVG ignores between elements.
 
 `layout --format homeassistant` prints the config and the picture once; `homeassistant --layout`
-prints the config with its others and the picture through `RoofImage`: drawn at most once a
-minute, printed when it changed or every --state-every-min, the layout file read again when it
-changes and its tokens resolved against the reports each time (a panel that starts reporting
-may make a token known).
+prints the config with its others and the picture through `RoofImage`, at most once a minute
+(the picture shows the minute it was drawn, so it changes every minute), the layout file read
+again when it changes and its tokens resolved against the reports each time (a panel that starts
+reporting may make a token known).
 """
 
 from __future__ import annotations
@@ -73,10 +73,9 @@ class RoofImage:
     drawing: Drawing | None = None
     version: tuple[int, int] | None = None   # the file's (mtime_ns, size) when read
     told: list[str] | None = None            # the problems last logged, not to repeat them
-    svg: str = ""                            # the picture last sent, and when
-    sent_ns: int | None = None
+    sent_ns: int | None = None               # when the picture was last sent
 
-    def line(self, db: Influx, target: str, topic_base: str, now_ns: int, every_ns: int) -> str:
+    def line(self, db: Influx, target: str, topic_base: str, now_ns: int) -> str:
         """The tigo_ha_image line when one is due, else ""; raises InfluxError."""
         if self.sent_ns is not None and 0 <= now_ns - self.sent_ns < EVERY_NS:
             return ""
@@ -88,11 +87,9 @@ class RoofImage:
             self._tell(exc.problems)
             return ""
         self._tell([])
-        svg = roof_svg.render(read_roof(db, target, layout, "power", now_ns, last))
-        if svg == self.svg and self.sent_ns is not None and now_ns - self.sent_ns < every_ns:
-            return ""
-        self.svg, self.sent_ns = svg, now_ns
-        return image_line(topic_base, svg, now_ns)
+        self.sent_ns = now_ns
+        return image_line(topic_base, roof_svg.render(read_roof(db, target, layout, "power", now_ns, last)),
+                          now_ns)
 
     def _drawing(self) -> Drawing:
         """The file parsed, read again when its mtime or size changed; raises LayoutError."""

@@ -161,8 +161,7 @@ class Publisher:
             self.energy.advance(self.s, now_ns)
             self._read_kinds(now_ns)
             image = self.roof.line(self.s.influx, influx.target(self.s.rp, self.s.measurement),
-                                   self.s.topic_base, now_ns, int(self.s.state_every_min * MIN_NS)
-                                   ) if self.roof else ""
+                                   self.s.topic_base, now_ns) if self.roof else ""
         except InfluxError as exc:
             log.warn(f"homeassistant: no update this minute: {exc}", key="ha_influx")
             return ""
@@ -276,9 +275,8 @@ class Publisher:
         yield self._entity("sensor", f"{ident}_energy_today", {
             "name": "Energy today", "unit_of_meas": "kWh", "dev_cla": "energy",
             "stat_cla": "total_increasing", "val_tpl": "{{ value_json.energy_kwh }}", **own})
-        if self.roof:
-            topic, fields = roof_homeassistant.config(s.discovery_prefix, s.id_prefix, s.topic_base)
-            yield topic, {**fields, **dev}
+        if self.roof:  # the device by its identifier only, as `layout --format homeassistant` prints it
+            yield roof_homeassistant.config(s.discovery_prefix, s.id_prefix, s.topic_base)
 
     def _panel_configs(self, p: Panel) -> Iterator[tuple[str, Fields]]:
         s = self.s
