@@ -102,8 +102,7 @@ def test_layout_format_homeassistant_prints_what_the_health_instance_publishes(i
 
 
 def image_svg(line: str) -> str:
-    [parsed] = [th.parse_line(line)]
-    return str(parsed.fields["roof"])
+    return str(th.parse_line(line.rstrip("\n")).fields["roof"])
 
 
 def test_at_most_once_a_minute_with_the_newest_values(influx_db, demo):
@@ -112,8 +111,8 @@ def test_at_most_once_a_minute_with_the_newest_values(influx_db, demo):
     first = roof.line(influx_db, target, "tigo", demo)
     assert first.startswith("tigo_ha_image,topic=tigo/site roof=")
     assert roof.line(influx_db, target, "tigo", demo + MIN_NS - 1) == ""  # within the minute
-    influx_db.write(f"tigo_power_report,gateway_id=4611,node_id=2 power_w=1.0 {demo + 30 * 10**9}\n"
-                    .encode())
+    influx_db.write(f"tigo_power_report,gateway_id=4611,node_id=2 power_w=1.0 {demo + MIN_NS}\n"
+                    .encode())  # newer than the demo's own reports up to then
     then = roof.line(influx_db, target, "tigo", demo + MIN_NS)
     assert 'data-panel="4611/2"' in image_svg(then)
     value = re.search(r'data-panel="4611/2"[^>]*data-value="([^"]*)"', image_svg(then))
@@ -121,22 +120,28 @@ def test_at_most_once_a_minute_with_the_newest_values(influx_db, demo):
 
 
 def test_a_bad_layout_file_is_told_once_and_fixing_it_brings_the_picture(influx_db, demo, tmp_path):
+    """Two checks with a bad file (the clock running and states sent every check, to see each one
+    end): its problem in E! lines once and no picture; the file fixed, the next check publishes the
+    picture and says so."""
     layout = tmp_path / "roof.txt"
     layout.write_text("[west]\n4609/2 nope\n")
     env = ha_env(influx_db, f"t{os.getpid()}b", TIGO_LAYOUT=str(layout))
-    child = Child(tigo_execd_argv(*conf_command(env)[1:], "--now", _when(demo)), env=env)
-    try:
-        for _ in range(2):
-            child.proc.stdin.write(b"\n")
-            child.proc.stdin.flush()
-            child.wait_for(lambda: child.out.count(b"tigo_ha_state,topic=") >= 23, what="states")
-        errors = [line for line in child.err.decode().splitlines() if line.startswith("E! ")]
-        assert len(errors) == 2 and "line 2: 'nope' names no known panel" in errors[0], child.err
-        assert b"tigo_ha_image" not in child.out and b"/image/" not in child.out
-        layout.write_text("[west]\n4609/2 4609/3\n")
+    child = Child(tigo_execd_argv(*conf_command(env)[1:], "--state-every-min", "0.0001"), env=env)
+
+    def check(done) -> None:  # type: ignore[no-untyped-def]
         child.proc.stdin.write(b"\n")
         child.proc.stdin.flush()
-        child.wait_for(lambda: b"tigo_ha_image" in child.out, what="the picture")
+        child.wait_for(done, what="a check's lines")
+
+    try:
+        for n in (1, 2):
+            check(lambda n=n: child.out.count(b"tigo_ha_state,topic=") >= 23 * n)
+        errors = [line for line in child.err.decode().splitlines() if line.startswith("E! ")]
+        assert len(errors) == 2 and "line 2: 'nope' names no known panel" in errors[0], child.err
+        assert errors[1] == "E! homeassistant: no Roof picture until the layout file is fixed"
+        assert b"tigo_ha_image" not in child.out
+        layout.write_text("[west]\n4609/2 4609/3\n")
+        check(lambda: b"tigo_ha_image" in child.out)
         assert b"I! homeassistant: the layout file is fine again" in child.err
     finally:
         child.proc.stdin.close()
