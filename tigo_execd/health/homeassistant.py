@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
-from tigo_execd.analysis.nodes import current_kinds
-from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.analysis import roof_homeassistant
+from tigo_execd.analysis.nodes import current_kinds
 from tigo_execd.analysis.roof_homeassistant import RoofImage
+from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxError
