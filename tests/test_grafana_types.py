@@ -32,6 +32,7 @@ import subprocess
 
 import pytest
 from test_dashboard import resolve_variables
+from test_homeassistant import load_demo
 
 from support.dashboard_grafana import Range, interpolate
 from support.paths import ROOT, TESTS
@@ -116,12 +117,9 @@ def test_a_wrong_dashboard_fails(tsc_check, path, value, says):
 
 
 @pytest.fixture
-def demo_canvas(influx_db) -> tuple[dict, int]:
+def demo_canvas(influx_db, tmp_path) -> tuple[dict, int]:
     """The demo day in InfluxDB and the Canvas panel of the demo's layout; (panel, midday in ms)."""
-    lines = subprocess.run(tigo_execd_argv("run", "--demo", "--stats-interval", "0"), capture_output=True,
-                           timeout=120, check=True).stdout.splitlines(True)
-    for i in range(0, len(lines), 20000):
-        influx_db.write(b"".join(lines[i:i + 20000]))
+    load_demo(influx_db, tmp_path)
     done = subprocess.run(tigo_execd_argv("layout", "--demo", "--format", "grafana", "--influx-url",
                                           influx_db.url, "--db", influx_db.db, "--state-file", ""),
                           capture_output=True, text=True, timeout=120)

@@ -14,10 +14,11 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from xml.etree import ElementTree
 
 import pytest
-from test_homeassistant import CONF, Retained, conf_command, ha_env, published, run_once
+from test_homeassistant import CONF, Retained, conf_command, ha_env, load_demo, published, run_once
 
 from support import ha_venv, telegraf_mqtt
 from support import telegraf_harness as th
@@ -33,12 +34,9 @@ MIN_NS = 60 * 10**9
 
 
 @pytest.fixture
-def demo(influx_db) -> int:
-    """The demo day in the test's database; returns the time of its strongest report (midday)."""
-    lines = subprocess.run(tigo_execd_argv("run", "--demo", "--stats-interval", "0"), capture_output=True,
-                           timeout=120, check=True).stdout.splitlines(True)
-    for i in range(0, len(lines), 20000):
-        influx_db.write(b"".join(lines[i:i + 20000]))
+def demo(influx_db, tmp_path) -> int:
+    """The demo day (ending now) in the test's database; returns the time of its strongest report."""
+    load_demo(influx_db, tmp_path)
     [row] = influx_db.query('SELECT max("power_w") FROM "tigo_power_report"', epoch="ns")[0]["values"]
     return int(row[0])
 
@@ -158,6 +156,19 @@ def test_the_field_layout_publishes_each_field_raw():
         ("tigo/site/ok", b"true")]
 
 
+async def one_minute(env: dict[str, str], published: Callable[[], bool]) -> None:
+    """The shipped conf in the Telegraf harness: one minute's gather of both inputs, until
+    `published` holds."""
+    harness = th.Harness(th.load_config(config=CONF, env=env))
+    await harness.start(gather_loop=False)
+    try:
+        for execd in harness.inputs:
+            execd.gather()
+        await asyncio.to_thread(wait_until, published, 60, "the picture retained")
+    finally:
+        await harness.stop()
+
+
 @pytest.mark.timeout(1500)  # the first run on a machine makes Home Assistant's venv (minutes)
 def test_shipped_conf_end_to_end_home_assistant_serves_the_roof(influx_db, demo, mosquitto,
                                                                  tigo_execd_bin, tmp_path):
@@ -169,19 +180,8 @@ def test_shipped_conf_end_to_end_home_assistant_serves_the_roof(influx_db, demo,
            "MQTT_SERVER": f"tcp://127.0.0.1:{mosquitto.port}"}
     roof_topic = f"{base}/tigo/site/roof"
     watcher = Retained(mosquitto.port, f"{base}/#")
-
-    async def run() -> None:
-        harness = th.Harness(th.load_config(config=CONF, env=env))
-        await harness.start(gather_loop=False)
-        try:
-            for execd in harness.inputs:
-                execd.gather()
-            await asyncio.to_thread(wait_until, lambda: roof_topic in watcher.got, 60, "the picture retained")
-        finally:
-            await harness.stop()
-
     try:
-        asyncio.run(run())
+        asyncio.run(one_minute(env, lambda: roof_topic in watcher.got))
     finally:
         watcher.close()
     svg = watcher.got[roof_topic].decode()
