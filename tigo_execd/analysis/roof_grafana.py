@@ -4,15 +4,15 @@ Grafana's core Canvas panel (Grafana 10 or later) with, per drawn panel, a recta
 the SVG (the same `roof.plan` geometry) whose colour is bound to that panel's last power: the query
 returns one series per optimizer, aliased `GATEWAY/NODE` (the SVG's `data-panel`), and the
 rectangle's background takes the colour the thresholds give that field's last value (the SVG's
-viridis scale, in 11 steps). A panel
-without a report in the last 5 minutes (silent, or night) has no field: Grafana falls back to the
-fixed grey. A white strip on each rectangle carries the panel's name above its power.
+viridis scale, in 11 steps). A panel without a report in the last 5 minutes (silent, or night)
+has no field: Grafana falls back to the fixed grey. A white strip on each rectangle carries the
+panel's name above its power.
 
 The query is the dashboard's own (`"$rp"."$measurement"` and its gateway/node/barcode/panel
 variables, like "Current power"), so the panel belongs in grafana/tigo-dashboard.json. Placement
 uses the `scale` constraint (left/top/right/bottom in percent of the panel): the roof fills the
-panel at any width. Thresholds are percentages of `max` (the peak power, `peak_w`): one number to
-change for other panels. Checked against Grafana's published types in tests/test_grafana_types.py.
+panel at any width. Thresholds are percentages of `max` (PEAK_W, the demo's panels' peak): one
+number to change for other panels. Checked against Grafana's published types in tests/test_grafana_types.py.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tigo_execd.analysis.energy import FRESH_NS
 from tigo_execd.analysis.roof import GREY, Box, Plan, Roof, colour, plan
+from tigo_execd.clock import NS
 
 DATASOURCE = {"type": "influxdb", "uid": "${datasource}"}
-FRESH = "5m"          # the SVG's and Home Assistant's "now": an older report is a silent panel
+FRESH = f"{FRESH_NS // (60 * NS)}m"  # the SVG's and Home Assistant's "now": no newer report, grey
+TITLE = "Roof"
+PEAK_W = 400.0        # the field's max: the thresholds are percentages of it
 PANEL_ID = 100        # above the dashboard's ids
 WIDTH_PX = 1200       # a full-width panel on a common screen, to size the grid height
 GRID_ROW_PX = 38      # Grafana's grid: 30 px rows and 8 px gaps
@@ -41,7 +45,7 @@ def render(roof: Roof) -> str:
     return json.dumps(panel(plan(roof.layout)), indent=1, ensure_ascii=False) + "\n"
 
 
-def panel(drawing: Plan, peak_w: float = 400.0, title: str = "Roof") -> dict[str, Any]:
+def panel(drawing: Plan) -> dict[str, Any]:
     """The Canvas panel JSON for the drawing."""
     elements: list[dict[str, Any]] = []
     for face, box in drawing.faces:
@@ -70,20 +74,20 @@ def panel(drawing: Plan, peak_w: float = 400.0, title: str = "Roof") -> dict[str
     steps = [{"color": colour(i / STEPS), "value": None if i == 0 else round(100 * (i - 0.5) / STEPS, 2)}
              for i in range(STEPS + 1)]
     return {
-        "type": "canvas", "title": title, "id": PANEL_ID,
+        "type": "canvas", "title": TITLE, "id": PANEL_ID,
         "description": "Each panel where it sits, coloured by its last power (viridis, dark = low, "
-                       f"yellow = near {peak_w:g} W, the max in the field settings); grey: no report "
+                       f"yellow = near {PEAK_W:g} W, the max in the field settings); grey: no report "
                        f"in the {FRESH} before the range end. Made by `tigo-execd layout --format grafana`.",
         "datasource": DATASOURCE,
         "targets": [{"datasource": DATASOURCE, "refId": "A", "rawQuery": True, "query": QUERY,
                      "resultFormat": "time_series", "alias": ALIAS}],
-        "fieldConfig": {"defaults": {"unit": "watt", "decimals": 0, "min": 0, "max": peak_w,
+        "fieldConfig": {"defaults": {"unit": "watt", "decimals": 0, "min": 0, "max": PEAK_W,
                                      "color": {"mode": "thresholds"},
                                      "thresholds": {"mode": "percentage", "steps": steps}},
                         "overrides": []},
         "options": {"inlineEditing": False, "panZoom": False, "infinitePan": False,
                     "showAdvancedTypes": False,
-                    "root": {"name": title, "type": "frame", "elements": elements}},
+                    "root": {"name": TITLE, "type": "frame", "elements": elements}},
         "gridPos": {"x": 0, "y": 0, "w": 24, "h": rows},
     }
 
