@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
-from tigo_execd.analysis import roof_homeassistant
 from tigo_execd.analysis.nodes import current_kinds
 from tigo_execd.analysis.roof_homeassistant import RoofImage
+from tigo_execd.analysis.roof_homeassistant import config as roof_config
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity.registry import id_sort_key
@@ -276,7 +276,7 @@ class Publisher:
             "name": "Energy today", "unit_of_meas": "kWh", "dev_cla": "energy",
             "stat_cla": "total_increasing", "val_tpl": "{{ value_json.energy_kwh }}", **own})
         if self.roof:  # the device by its identifier only, as `layout --format homeassistant` prints it
-            yield roof_homeassistant.config(s.discovery_prefix, s.id_prefix, s.topic_base)
+            yield roof_config(s.discovery_prefix, s.id_prefix, s.topic_base)
 
     def _panel_configs(self, p: Panel) -> Iterator[tuple[str, Fields]]:
         s = self.s
