@@ -149,10 +149,10 @@ class Publisher:
     energy: EnergyToday = field(default_factory=EnergyToday)
     states: dict[str, tuple[Fields, int]] = field(default_factory=dict)
     configs: dict[str, Fields] = field(default_factory=dict)
+    roof: RoofImage | None = None  # --layout: the roof picture
     checks: int = 0
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     kinds_read_ns: int | None = None
-    roof: RoofImage | None = None
 
     def check(self, now_ns: int) -> str:
         """One minute's lines; InfluxDB trouble prints nothing (the health sensor says why)."""
@@ -160,8 +160,6 @@ class Publisher:
             panels = self._panels(now_ns)
             self.energy.advance(self.s, now_ns)
             self._read_kinds(now_ns)
-            image = self.roof.line(self.s.influx, influx.target(self.s.rp, self.s.measurement),
-                                   self.s.topic_base, now_ns) if self.roof else ""
         except InfluxError as exc:
             log.warn(f"homeassistant: no update this minute: {exc}", key="ha_influx")
             return ""
@@ -176,7 +174,7 @@ class Publisher:
                 for topic, fields in self._panel_configs(panel):
                     out.append(self._config(topic, fields, i % refresh_slots == slot))
         out += self._states(panels, now_ns)
-        out.append(image)
+        out.append(self._roof_line(now_ns))
         return "".join(line for line in out if line)
 
     # ------------------------------------------------------------------ reading
@@ -198,6 +196,15 @@ class Publisher:
         if self.kinds_read_ns is None or not 0 <= now_ns - self.kinds_read_ns < KINDS_EVERY_NS:
             self.kinds = current_kinds(self.s.influx, now_ns)
             self.kinds_read_ns = now_ns
+
+    def _roof_line(self, now_ns: int) -> str:
+        """The roof picture when one is due; InfluxDB trouble skips it this minute."""
+        try:
+            return self.roof.line(self.s.influx, influx.target(self.s.rp, self.s.measurement),
+                                  self.s.topic_base, now_ns) if self.roof else ""
+        except InfluxError as exc:
+            log.warn(f"homeassistant: no roof picture this minute: {exc}", key="ha_influx")
+            return ""
 
     # ------------------------------------------------------------------ states
 
