@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tigo_execd import lineproto, measurements
 from tigo_execd.analysis import roof_svg
-from tigo_execd.analysis.roof import Roof, known_from, last_reports, read_roof
+from tigo_execd.analysis.roof import Roof, drawn, read_roof
 from tigo_execd.clock import NS
 from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.layout import Drawing, LayoutError
@@ -80,9 +80,7 @@ class RoofImage:
         if self.sent_ns is not None and 0 <= now_ns - self.sent_ns < EVERY_NS:
             return ""
         try:
-            drawing = self._drawing()
-            last = last_reports(db, target, now_ns)
-            layout = drawing.resolve(known_from(last))
+            layout, _, last = drawn(db, target, self._drawing(), now_ns)
         except LayoutError as exc:
             self._tell(exc.problems)
             return ""

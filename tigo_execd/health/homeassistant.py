@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
@@ -33,6 +32,7 @@ from tigo_execd.analysis.roof_homeassistant import RoofImage
 from tigo_execd.analysis.roof_homeassistant import config as roof_config
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
+from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
@@ -342,9 +342,7 @@ def register(sub: Subparsers) -> None:
                                    "health Telegraf instance's outputs.mqtt. Credentials: environment "
                                    "INFLUX_USER / INFLUX_PASS.")
     p.add_argument("--once", action="store_true", help="print one check's lines and exit")
-    p.add_argument("--layout", type=lambda t: Path(t) if t else None, metavar="FILE",
-                   help="the roof's layout file: publish its picture as the site's Roof image "
-                        "(docs/reference/layout.md; '' = none)")
+    layout_file.add_arguments(p)  # the roof picture, as the site's Roof image
     influx.add_arguments(p)
     p.add_argument("--discovery-prefix", type=lambda t: _topic_part(t) if t else t,
                    default="homeassistant",
