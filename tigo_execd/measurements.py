@@ -10,3 +10,4 @@ NODE_HEALTH = "tigo_node_health"    # the watchdog: one line per silent optimize
 PANEL_DAY = "tigo_panel_day"       # the watchdog: one line per panel and day (faults' panel days)
 HA_CONFIG = "tigo_ha_config"        # `homeassistant`: one discovery config per entity (to MQTT only)
 HA_STATE = "tigo_ha_state"          # `homeassistant`: one state per panel and for the site (MQTT only)
+HA_IMAGE = "tigo_ha_image"          # `homeassistant --layout`: the roof SVG, an image entity (MQTT only)

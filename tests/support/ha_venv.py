@@ -73,6 +73,7 @@ print(json.dumps(asyncio.run(main(json.load(sys.stdin)))))
 
 CORE = r"""
 import asyncio, json, os, sys, time
+import aiohttp
 from homeassistant import bootstrap, runner
 
 async def main(cfg, mqtt_port, http_port, prefix, wanted, timeout):
@@ -101,6 +102,12 @@ async def main(cfg, mqtt_port, http_port, prefix, wanted, timeout):
         state = hass.states.get(e)
         if state is not None:
             out[e] = {"state": state.state, "attributes": dict(state.attributes)}
+            if e.startswith("image.") and "entity_picture" in state.attributes:
+                # what the frontend gets: the picture through Home Assistant's own HTTP server
+                async with aiohttp.ClientSession() as session, session.get(
+                        f"http://127.0.0.1:{http_port}{state.attributes['entity_picture']}") as r:
+                    out[e]["picture"] = {"status": r.status, "content_type": r.content_type,
+                                         "body": (await r.read()).decode("utf-8", "replace")}
     print(json.dumps(out, default=str))
     await hass.async_stop()
 
@@ -146,7 +153,8 @@ def check(configs: list[dict[str, Any]], renders: list[dict[str, str]]) -> dict[
 def core_states(config_dir: Path, mqtt_port: int, http_port: int, discovery_prefix: str,
                 entity_ids: list[str], timeout: float = 60.0) -> dict[str, Any]:
     """Start a real Home Assistant core on the broker (MQTT as a config entry, its HTTP server on
-    loopback), wait until the entities have states, stop it; entity id -> {state, attributes}."""
+    loopback), wait until the entities have states, stop it; entity id -> {state, attributes}, and
+    for an image entity `picture`: {status, content_type, body} as its entity_picture URL serves it."""
     done = subprocess.run([str(ensure()), "-c", CORE, str(config_dir), str(mqtt_port), str(http_port),
                            discovery_prefix, ",".join(entity_ids), str(timeout)],
                           capture_output=True, text=True, timeout=timeout + 120)

@@ -31,8 +31,9 @@ plugins/outputs/influxdb and plugins/outputs/mqtt) that tigo-execd depends on:
   `metric_buffer_limit` (oldest dropped when full) flushed every `flush_interval` or as soon as
   `metric_batch_size` metrics wait; unreachable = keep and retry, a rejected batch is dropped.
   A last flush on shutdown.
-- outputs.mqtt through support/telegraf_mqtt.py (JSON serializer, JSONata, topic, qos, retain); a
-  broker unreachable at start is retried once after 15 s, then start-up fails.
+- outputs.mqtt through support/telegraf_mqtt.py (JSON serializer, JSONata, layouts non-batch and
+  field, topic, qos, retain); a broker unreachable at start is retried once after 15 s, then
+  start-up fails.
 - `--test` / `--test-wait N` (one immediate gather, wait, stop, print `> line` with tags and fields
   sorted, outputs unused), `--once` (the same but written to the outputs), `--input-filter`.
 
@@ -744,8 +745,9 @@ class MQTTOutput(Output):
 
     def __init__(self, plugin: Plugin, config: Config, log: Log) -> None:
         super().__init__(plugin, config, log)
-        if self.opts.get("data_format", "influx") != "json":
-            raise ConfigError(f"{plugin.source}: outputs.mqtt data_format other than json is not emulated")
+        if self.opts.get("layout") != "field" and self.opts.get("data_format", "influx") != "json":
+            raise ConfigError(f"{plugin.source}: outputs.mqtt data_format other than json is not emulated "
+                              "(layout field uses none)")
         servers = self.opts.get("servers") or []
         m = re.fullmatch(r"(?:tcp|mqtt)://([^:/]+)(?::(\d+))?", servers[0] if servers else "")
         if not m:

@@ -7,7 +7,9 @@ Follows Telegraf's plugins/serializers/json and plugins/outputs/mqtt
 (default 1s, rounded down to a power of ten like Telegraf does), `json_transformation` applied with
 a real JSONata (jsonata-python), a trailing newline, and the topic rendered from the `topic`
 template.
-Layout `non-batch` only (Telegraf's default): one message per metric.
+Layouts `non-batch` (Telegraf's default: one message per metric) and `field` (Telegraf 1.26+: one
+message per field, to `<topic>/<field name>`, the raw value as Go's internal.ToString writes it:
+a string as it is, numbers in Go's shortest 'f' form, `true`/`false`; `data_format` is not used).
 
 Simplifications, said plainly: `json_timestamp_format` is not supported (raises); the topic template
 knows `{{ .Name }}`, `{{ .PluginName }}`, `{{ .Tag "k" }}` and `{{ .Field "k" }}` only; strings in
@@ -169,13 +171,26 @@ def passes(conf: Mapping[str, Any], name: str) -> bool:
     return not any(fnmatch.fnmatchcase(name, p) for p in conf.get("namedrop", []))
 
 
+def go_to_string(value: Any) -> str:
+    """Telegraf's internal.ToString for a field value (the `field` layout's payload)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(Decimal(repr(value)).normalize(), "f")  # FormatFloat(v, 'f', -1, 64)
+    return str(value)
+
+
 def messages(metrics: Iterable[Metric], conf: Mapping[str, Any]) -> list[tuple[str, bytes]]:
-    """(topic, payload) per metric that passes the filters, layout non-batch."""
+    """(topic, payload) per metric (layout non-batch) or per field (layout field) that passes
+    the filters."""
     layout = conf.get("layout", "non-batch")
+    chosen = [m for m in metrics if passes(conf, m.name)]
+    if layout == "field":
+        return [(f"{topic(conf, m)}/{name}", go_to_string(value).encode())
+                for m in chosen for name, value in m.fields.items()]
     if layout != "non-batch":
         raise NotImplementedError(f"layout {layout!r} is not emulated")
-    return [(topic(conf, m), serialize_json(m.name, m.tags, m.fields, m.ts_ns, conf))
-            for m in metrics if passes(conf, m.name)]
+    return [(topic(conf, m), serialize_json(m.name, m.tags, m.fields, m.ts_ns, conf)) for m in chosen]
 
 
 def publish(msgs: Iterable[tuple[str, bytes]], conf: Mapping[str, Any], host: str, port: int,

@@ -12,7 +12,8 @@ the previous check and the newest ones (energy today, see analysis/energy.py: th
 definition, never lower within a day, the same after a restart); and every KINDS_EVERY_NS the
 panels' fault kinds of their newest `tigo_panel_day` (written once a day). A state is printed when it
 changed or every --state-every-min; configs at start, when they change (a new panel, a new name)
-and again once per --config-every-min, spread over the minutes.
+and again once per --config-every-min, spread over the minutes. With --layout, the roof picture
+too (analysis/roof_homeassistant.py: an MQTT image entity of the site device).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from typing import Any
 from tigo_execd import __version__, argtypes, exitcodes, influx, lineproto, measurements
 from tigo_execd.analysis.energy import FRESH_NS, EnergyToday
 from tigo_execd.analysis.nodes import current_kinds
+from tigo_execd.analysis.roof_homeassistant import RoofImage
+from tigo_execd.analysis.roof_homeassistant import config as roof_config
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
+from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.registry import id_sort_key
 from tigo_execd.influx import Influx, InfluxError
 from tigo_execd.log import log
@@ -87,6 +91,7 @@ class Publisher:
     energy: EnergyToday = field(default_factory=EnergyToday)
     states: dict[str, tuple[Fields, int]] = field(default_factory=dict)
     configs: dict[str, Fields] = field(default_factory=dict)
+    roof: RoofImage | None = None  # --layout: the roof picture
     checks: int = 0
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     kinds_read_ns: int | None = None
@@ -111,6 +116,7 @@ class Publisher:
                 for topic, fields in self._panel_configs(panel):
                     out.append(self._config(topic, fields, i % refresh_slots == slot))
         out += self._states(panels, now_ns)
+        out.append(self._roof_line(now_ns))
         return "".join(line for line in out if line)
 
     # ------------------------------------------------------------------ reading
@@ -132,6 +138,15 @@ class Publisher:
         if self.kinds_read_ns is None or not 0 <= now_ns - self.kinds_read_ns < KINDS_EVERY_NS:
             self.kinds = current_kinds(self.s.influx, now_ns)
             self.kinds_read_ns = now_ns
+
+    def _roof_line(self, now_ns: int) -> str:
+        """The roof picture when one is due; InfluxDB trouble skips it this minute."""
+        try:
+            return self.roof.line(self.s.influx, influx.target(self.s.rp, self.s.measurement),
+                                  self.s.topic_base, now_ns) if self.roof else ""
+        except InfluxError as exc:
+            log.warn(f"homeassistant: no roof picture this minute: {exc}", key="ha_influx")
+            return ""
 
     # ------------------------------------------------------------------ states
 
@@ -209,6 +224,8 @@ class Publisher:
         yield self._entity("sensor", f"{ident}_energy_today", {
             "name": "Energy today", "unit_of_meas": "kWh", "dev_cla": "energy",
             "stat_cla": "total_increasing", "val_tpl": "{{ value_json.energy_kwh }}", **own})
+        if self.roof:  # the device by its identifier only, as `layout --format homeassistant` prints it
+            yield roof_config(s.discovery_prefix, s.id_prefix, s.topic_base)
 
     def _panel_configs(self, p: Panel) -> Iterator[tuple[str, Fields]]:
         s = self.s
@@ -267,6 +284,7 @@ def register(sub: Subparsers) -> None:
                                    "health Telegraf instance's outputs.mqtt. Credentials: environment "
                                    "INFLUX_USER / INFLUX_PASS.")
     p.add_argument("--once", action="store_true", help="print one check's lines and exit")
+    layout_file.add_arguments(p)  # the roof picture, as the site's Roof image
     influx.add_arguments(p)
     p.add_argument("--discovery-prefix", type=lambda t: _topic_part(t) if t else t,
                    default="homeassistant",
@@ -301,7 +319,7 @@ def main(args: argparse.Namespace) -> int:
                         args.inventory_days, args.node_silence_min, args.state_every_min,
                         args.config_every_min)
     clock: Callable[[], int] = (lambda: args.now) if args.now is not None else time.time_ns
-    publisher = Publisher(settings)
+    publisher = Publisher(settings, roof=RoofImage(args.layout) if args.layout else None)
     if not settings.discovery_prefix:
         log.info("homeassistant: discovery prefix empty: states only, no discovery configs")
     checks = iter([b"\n"]) if args.once else iter(sys.stdin.buffer.readline, b"")
