@@ -17,6 +17,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from string import ascii_lowercase
 
 from tigo_execd.analysis.panel_stats import SLOT_S, Panel, Window
 
@@ -167,12 +168,11 @@ def peer_groups(window: Window, panels: list[Panel], light_share: float, shade_r
             blind = [m for m in members if m.key not in curves]  # no curve: joins the largest face
             found = [[m for m in members if m.key in set(f)] for f in faces]
             found[0] += blind
-            for members_ in found:
-                peak, morning = evidence(members_, curves, noon_slot)
-                out.groups.append(PeerGroup("", LEARNED, members_, peak, morning))
-            learned = sorted(out.groups[-len(found):], key=lambda g: (g.peak_slot is None, g.peak_slot))
-            for letter, g in zip("abcdefghijklmnopqrstuvwxyz", learned):
-                g.name = f"{name}/{letter}"
+            learned = [PeerGroup("", LEARNED, f, *evidence(f, curves, noon_slot)) for f in found]
+            learned.sort(key=lambda g: (g.peak_slot is None, g.peak_slot))  # morning first
+            for i, g in enumerate(learned):
+                g.name = f"{name}/{ascii_lowercase[i] if i < len(ascii_lowercase) else i + 1}"
+            out.groups += learned
             continue
         peak, morning = evidence(members, curves, noon_slot)
         out.groups.append(PeerGroup(name, basis, members, peak, morning))
