@@ -213,6 +213,10 @@ def test_explicit_groups_win_over_strings_and_what_is_learned():
     explicit = analyse_panels(window(), panels, explicit=faces)
     assert (explicit.findings, explicit.notes) == ([], [])
     assert {g.name: g.basis for g in explicit.groups} == {"east": "layout", "west": "layout"}
+    panels[0].string = "east"  # a string named like a layout face stays a group of its own
+    faces.pop(panels[0].key)
+    names = [g.name for g in analyse_panels(window(), panels, explicit=faces).groups]
+    assert names == ["east", "west", "east (string)"]
 
 
 def test_panel_days_carry_the_daily_figures_and_kinds():

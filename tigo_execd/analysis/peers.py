@@ -182,4 +182,8 @@ def peer_groups(window: Window, panels: list[Panel], light_share: float, shade_r
             out.notes.append(f"string {name}: its panels face {len(two_ways)} ways by their clear-day "
                              f"curves ({ways}); judged as one string as the names file says, which "
                              f"makes the panels of the smaller side look shaded: check the names file")
+    taken: set[str] = set()
+    for g in out.groups:  # a layout face and a string of one name are still two groups
+        g.name = g.name if g.name not in taken else f"{g.name} ({g.basis})"
+        taken.add(g.name)
     return out
