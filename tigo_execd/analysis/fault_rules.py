@@ -1,10 +1,11 @@
 """Panel faults from slot aggregates: which panel loses energy, and why. Pure functions, no I/O.
 
 Every optimizer of a gateway is measured in the same cycle, so in each 10-minute slot a panel is
-compared with the median of its peers (the other panels of its string, from the names file, else
-of its gateway): sun, clouds and heat hit peers alike and cancel out of the ratios. A slot is
-judged only in daylight with enough light (sun elevation when the site is known, and the peers'
-power above a share of their peak in the window), a day only when it had enough sun, so clouds,
+compared with the median of its peers (its peer group, peers.py: the panels of its roof face,
+learned from the data, or of its string): sun, clouds and heat hit peers alike and cancel out of
+the ratios. A slot is judged only in daylight with enough light (sun elevation when the site is
+known, and the peers' power above a share of their peak in the window), a day only when it had
+enough sun, so clouds,
 snow and an inverter that is off, which lower every peer together, are never a panel fault. Each
 kind is a signature of the ratios over days (docs/reference/faults.md says which and why).
 """
