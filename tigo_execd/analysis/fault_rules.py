@@ -5,9 +5,9 @@ compared with the median of its peers (its peer group, peers.py: the panels of i
 learned from the data, or of its string): sun, clouds and heat hit peers alike and cancel out of
 the ratios. A slot is judged only in daylight with enough light (sun elevation when the site is
 known, and the peers' power above a share of their peak in the window), a day only when it had
-enough sun, so clouds,
-snow and an inverter that is off, which lower every peer together, are never a panel fault. Each
-kind is a signature of the ratios over days (docs/reference/faults.md says which and why).
+enough sun, so clouds, snow and an inverter that is off, which lower every peer together, are
+never a panel fault. Each kind is a signature of the ratios over days (docs/reference/faults.md
+says which and why).
 """
 
 from __future__ import annotations
