@@ -20,6 +20,7 @@ import pytest
 
 from support import physsite as ps
 from support.proc import tigo_execd_argv
+from tigo_execd.analysis.fault_rules import Analysis
 from tigo_execd.analysis.faults import FaultSettings, analyse
 from tigo_execd.identity.store import parse_names
 
@@ -66,10 +67,21 @@ def site(name: str, injected: bool) -> ps.Site:
 
 
 def findings_of(db, s: ps.Site, located: bool = True, names: str = "", groups=None):
+    """`faults`' analysis of the site in `db` (the result of one without explicit groups is kept:
+    several tests judge the same site the same way)."""
+    key = (db.db, s, located, names)
+    if groups is None and key in _results:
+        return _results[key]
     settings = FaultSettings(db, latitude=ps.LATITUDE if located else None,
                              longitude=ps.LONGITUDE if located else None,
                              names=parse_names(names, "names")[0] if names else {}, groups=groups or {})
-    return analyse(settings, s.end_s)
+    result = analyse(settings, s.end_s)
+    if groups is None:
+        _results[key] = result
+    return result
+
+
+_results: dict[tuple[str, ps.Site, bool, str], Analysis] = {}
 
 
 def kinds(found) -> dict[tuple[int, int | None], set[tuple[str, str]]]:
