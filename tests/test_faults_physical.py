@@ -23,6 +23,7 @@ from support.proc import tigo_execd_argv
 from tigo_execd.analysis.fault_rules import Analysis
 from tigo_execd.analysis.faults import FaultSettings, analyse
 from tigo_execd.identity.store import parse_names
+from tigo_execd.influx import rows
 
 C = ps.Condition
 LOCATED = ["--latitude", str(ps.LATITUDE), "--longitude", str(ps.LONGITUDE)]
@@ -215,3 +216,28 @@ def test_a_face_too_small_to_judge_is_said_once_with_its_panels(influxd):
     assert result.findings == []
     assert result.notes == ["learned face 4609/b has 3 panels (4609/8, 4609/9, 4609/10): too few peers "
                             "to judge (each panel needs 3 others)"]
+
+
+def test_the_optimizers_buck_a_weak_panel_and_monitors_report_no_output(influxd):
+    """What the sites write is what the optimizers do: a TS4-A-O under a soiled panel steps its
+    voltage down to keep the string's current (duty cycle below 1), the others pass through; a
+    TS4-A-S reports voltage_out 0; every node reports every 20-30 s."""
+    def by_node(s: ps.Site) -> dict[int, dict[str, float]]:
+        db = ps.database(influxd, s)
+        answer = db.query('SELECT mean("duty_cycle") AS duty, max("voltage_out_v") AS vout, '
+                          'count("power_w") AS n FROM "tigo_power_report" WHERE "power_w" > 100 '
+                          'GROUP BY "node_id"')
+        return {int(tags["node_id"]): row for tags, row in rows(answer)}
+
+    two = by_node(site("two faces, one gateway", True))
+    assert two[5]["duty"] < 0.85  # 25 % soiling
+    assert all(0.95 < v["duty"] <= 1 for n, v in two.items() if n not in (3, 5, 7, 13))
+    mix = by_node(site("one face, TS4-A-O/-S mix", False))
+    assert {n for n, v in mix.items() if v["vout"] == 0} == {2, 4, 6, 8}
+    s = site("one face, TS4-A-O/-S mix", False)
+    noon = (s.start_s + 17 * 3600) * 10**9  # an hour around local noon
+    hour = ps.database(influxd, s).query(f'SELECT count("power_w") AS n FROM "tigo_power_report" '
+                                         f'WHERE time >= {noon} AND time < {noon + 3600 * 10**9} '
+                                         f'GROUP BY "node_id"')
+    periods = sorted(3600 / row["n"] for _, row in rows(hour))
+    assert len(periods) == 8 and 20 <= periods[0] < periods[-1] <= 30.5, periods
