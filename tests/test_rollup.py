@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 
-from support.proc import Child, tigo_execd_argv
+from support.proc import Child, stop_between_requests, tigo_execd_argv
 from support.rollup_history import DAY_MS, day_lines, write_history
 from support.servers import InfluxServer
 from support.wait import wait_until
@@ -130,53 +130,63 @@ def own_influxd():
         yield server
 
 
-def restart(server: InfluxServer) -> None:
-    server.proc.terminate()
-    server.proc.wait(10)
-    server._spawn([server.proc.args[0], "-config", str(server.dir / "influxdb.conf")])
-    server._wait_ready(server._ping, 30)
+OUTAGE_DAYS = 60 + DAYS + 2  # the backfill of an outage test: from a lone report 60 days earlier, to today
 
 
-def test_resumed_backfill_equals_uninterrupted(own_influxd):
+def outage_history(server: InfluxServer, db: str, panels: int) -> None:
+    """The history, and one report 60 days before it: the backfill has quick days to do on either
+    side of the moment it is held."""
+    server.raw_query(f'CREATE DATABASE "{db}"')
+    write_history(server.client(db), DAY0, DAYS, panels)
+    server.client(db).write(f"tigo_power_report,gateway_id=1,node_id=1 power_w=1 "
+                            f"{(DAY0 - 60 * DAY_MS) * 1_000_000}".encode())
+
+
+def outage_between_queries(child: Child, server: InfluxServer, db: str) -> None:
+    """InfluxDB goes away while the child is held between two queries of its backfill with days
+    left to do (none in flight: what a stopping InfluxDB answers to a query in flight is tested in
+    test_influx_outage), then the child goes on."""
+    child.wait_stderr(b"(2/", timeout=60)
+    stop_between_requests(child.proc, server.port)
+    series = server.client(db).query('SELECT "done", "until" FROM "tigo_rollup"."tigo_rollup_progress" '
+                                     "WHERE time >= 7258118400s")
+    done, until = series[0]["values"][-1][1:]
+    assert done < until, "the backfill ended before the child could be held: give it more days"
+    server.pause()
+    child.proc.send_signal(signal.SIGCONT)
+
+
+def test_outage_resumed_backfill_equals_uninterrupted(own_influxd):
     server = own_influxd
     for name in ("whole", "cut"):
-        server.raw_query(f'CREATE DATABASE "{name}"')
-        write_history(server.client(name), DAY0, DAYS, 3)
+        outage_history(server, name, 3)
     whole = rollup(server.url, "whole")
     assert whole.returncode == 0, whole.stderr
 
-    child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "cut", "--retry-for", "0"))
-    child.wait_stderr(b"(3/", timeout=60)
-    child.proc.send_signal(signal.SIGSTOP)  # hold it mid-backfill while InfluxDB goes away
-    server.proc.terminate()
-    server.proc.wait(10)
-    child.proc.send_signal(signal.SIGCONT)
+    child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "cut",
+                                  "--retry-for", "0"))
+    outage_between_queries(child, server, "cut")
     assert child.finish(60) == 69, child.err
     assert b"resumes where it stopped" in child.err and b"Traceback" not in child.err
-    restart(server)
+    server.resume()
 
     again = rollup(server.url, "cut")
     assert again.returncode == 0, again.stderr
     assert "resuming the backfill interrupted at" in again.stderr
-    assert f"(1/{DAYS + 2} days" not in again.stderr  # the days done before are not done again
+    assert f"(1/{OUTAGE_DAYS} days" not in again.stderr  # the days done before are not done again
     assert dump(server.client("cut")) == dump(server.client("whole"))
 
 
-def test_waits_for_influxdb_to_come_back(own_influxd):
+def test_outage_waits_for_influxdb_to_come_back(own_influxd):
     """InfluxDB restarting mid-backfill: the run waits for it and finishes."""
     server = own_influxd
-    server.raw_query('CREATE DATABASE "blip"')
-    write_history(server.client("blip"), DAY0, DAYS, 2)
+    outage_history(server, "blip", 2)
     child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "blip"))
-    child.wait_stderr(b"(2/", timeout=60)
-    child.proc.send_signal(signal.SIGSTOP)
-    server.proc.terminate()
-    server.proc.wait(10)
-    child.proc.send_signal(signal.SIGCONT)
-    child.wait_stderr(b"trying again in", timeout=30)
-    restart(server)
+    outage_between_queries(child, server, "blip")
+    child.wait_stderr(b"retrying for", timeout=30)
+    server.resume()
     assert child.finish(120) == 0, child.err
-    assert b"rollup done" in child.err
+    assert f"({OUTAGE_DAYS}/{OUTAGE_DAYS} days".encode() in child.err and b"rollup done" in child.err
 
 
 @pytest.fixture(scope="module")

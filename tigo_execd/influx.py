@@ -11,25 +11,31 @@ import argparse
 import base64
 import http.client
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from tigo_execd import argtypes, measurements
 from tigo_execd.log import log
 
+T = TypeVar("T")
+RETRY_S = (1.0, 2.0, 4.0, 8.0)  # the first waits for an InfluxDB that is away, then every PROGRESS_S
+PROGRESS_S = 10.0               # a retrying command says so at least this often
+
 
 class InfluxError(Exception):
-    """A query or write failed for a reason InfluxDB stated."""
+    """A query or write failed for a reason InfluxDB stated (HTTP 4xx, or an error in a 200 answer)."""
 
 
 class InfluxUnreachable(InfluxError):
-    """No HTTP answer: wrong URL, InfluxDB down, or a timeout."""
+    """An outage: no HTTP answer (InfluxDB down, connection refused or reset, a timeout) or an HTTP
+    5xx (InfluxDB shutting down or starting: "engine is closed", "query engine shutdown")."""
 
 
 class InfluxAuthFailed(InfluxError):
@@ -107,6 +113,9 @@ class Influx:
             if exc.code in (401, 403):
                 raise InfluxAuthFailed(f"InfluxDB at {self.url} refused the credentials "
                                        f"(HTTP {exc.code}): {detail}") from None
+            if exc.code >= 500:  # the server's own trouble, not the query's: a restart, most often
+                raise InfluxUnreachable(f"InfluxDB at {self.url} is unavailable (HTTP {exc.code}): "
+                                        f"{detail}") from None
             raise InfluxError(f"InfluxDB at {self.url} answered HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -140,6 +149,26 @@ class Influx:
 
     def ping(self) -> None:
         self._request("/ping", {})
+
+
+def retrying(action: str, fn: Callable[[], T], budget_s: float) -> T:
+    """Run fn(), again while InfluxDB is away (a restart, a network blip) for up to budget_s in all,
+    saying so at least every PROGRESS_S so that the wait never looks hung; InfluxUnreachable when it
+    stays away longer. Any other failure ends it at once."""
+    deadline = time.monotonic() + budget_s
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except InfluxUnreachable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            pause = min(RETRY_S[attempt] if attempt < len(RETRY_S) else PROGRESS_S, left)
+            say = log.warn if attempt == 0 else log.info
+            say(f"{action}: {exc}; retrying for {left:.0f} s more (next try in {pause:.0f} s)")
+            time.sleep(pause)
+            attempt += 1
 
 
 def rows(series: list[dict[str, Any]]) -> Iterator[tuple[dict[str, str], dict[str, Any]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -86,11 +87,7 @@ class Child:
 
 def pid_alive(pid: int) -> bool:
     """True while a process exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+    return process_state(pid) not in ("", "Z")
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -119,3 +116,52 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+def connected_to(pid: int, port: int) -> bool:
+    """Whether process `pid` holds an open TCP socket to loopback `port` (a request in flight,
+    since the InfluxDB client opens one connection per request): its socket inodes in
+    /proc/PID/fd matched against /proc/PID/net/tcp."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def stop_between_requests(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> None:
+    """SIGSTOP `proc` at a moment when it has no request to `port` in flight (stopped, then looked
+    at; continued and stopped again at once while one is), so a server stopped next sees no query
+    of it. Fails if `proc` ends first."""
+    def stopped() -> bool:
+        state = process_state(proc.pid)
+        assert state not in ("", "Z"), f"pid {proc.pid} ended before it could be held"
+        return state == "T"
+
+    def stopped_idle() -> bool:
+        proc.send_signal(signal.SIGSTOP)
+        wait_until(stopped, 5, f"pid {proc.pid} to stop", pause=lambda _: time.sleep(0.001))
+        if not connected_to(proc.pid, port):
+            return True
+        proc.send_signal(signal.SIGCONT)
+        return False
+
+    wait_until(stopped_idle, timeout, f"a moment without a request to port {port}",
+               pause=lambda _: None)  # look again at once: the next idle moment may be short
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat (R, S, T, Z, ...), "" once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""

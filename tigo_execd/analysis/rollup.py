@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
 
 from tigo_execd import argtypes, exitcodes, influx, lineproto
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable, ident
+from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable, ident, retrying
 from tigo_execd.log import log
 
 ROLLUP_RP = "tigo_rollup"
@@ -36,8 +34,6 @@ SETTINGS_TIME_S = 7258118400
 FIELDS = ("voltage_in_v", "voltage_out_v", "current_in_a", "current_out_a", "power_w", "duty_cycle",
           "temperature_c", "rssi")
 DAY_NS = 86400 * 10**9  # one chunk of the backfill: a day
-T = TypeVar("T")
-RETRY_S = (1, 2, 4, 8, 15, 30, 60, 60, 60, 60)  # waits while InfluxDB is away (--retry-for caps them)
 
 
 @dataclass(frozen=True)
@@ -209,31 +205,15 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def with_retry(action: str, fn: Callable[[], T], budget_s: float) -> T:
-    """Run fn(), waiting up to budget_s in all while InfluxDB is away (a restart, a network blip);
-    InfluxUnreachable when it stays away longer."""
-    deadline = time.monotonic() + budget_s
-    for wait in RETRY_S:
-        try:
-            return fn()
-        except InfluxUnreachable as exc:
-            pause = min(wait, deadline - time.monotonic())
-            if pause <= 0:
-                raise
-            log.warn(f"{action}: {exc}; trying again in {pause:.0f} s", key="rollup:retry")
-            time.sleep(pause)
-    return fn()
-
-
 def roll_up_day(db: Influx, n: Names, day: int, retry_s: float) -> int:
     """Roll up the UTC day starting at `day` at both resolutions (again: the same points are
     overwritten); returns the reports rolled up."""
     where = f" WHERE time >= {day} AND time < {day + DAY_NS}"
     for _name, res, select in statements(n):
-        with_retry(f"rolling up {_iso(day)[:10]}", partial(db.query, select + where + group_by(res)),
+        retrying(f"rolling up {_iso(day)[:10]}", partial(db.query, select + where + group_by(res)),
                    retry_s)
     count = f'SELECT sum("reports") FROM {n.rollup(FINE)}{where}'
-    counted = with_retry("counting", partial(db.query, count), retry_s)
+    counted = retrying("counting", partial(db.query, count), retry_s)
     return int(counted[0]["values"][0][1]) if counted else 0
 
 
@@ -254,7 +234,7 @@ def backfill(db: Influx, n: Names, start: int, end: int, retry_s: float) -> int:
     days, reports = (end - start) // DAY_NS, 0
     for i, t in enumerate(range(start, end, DAY_NS), 1):
         reports += roll_up_day(db, n, t, retry_s)
-        with_retry("recording progress", partial(write_progress, db, n, origin, end, t + DAY_NS), retry_s)
+        retrying("recording progress", partial(write_progress, db, n, origin, end, t + DAY_NS), retry_s)
         log.info(f"rolled up {_iso(t)[:10]} ({i}/{days} days, {reports} reports so far)")
     return reports
 
@@ -289,7 +269,7 @@ def _day_floor(ns: int) -> int:
 def main(args: argparse.Namespace) -> int:
     db = influx.from_args(args)
     try:
-        rp = with_retry("connecting", partial(resolve_rp, db, args.db, args.rp), args.retry_for)
+        rp = retrying("connecting", partial(resolve_rp, db, args.db, args.rp), args.retry_for)
         n = Names(args.db, rp, args.measurement)
         first = first_report(db, n)
         if first is None:
