@@ -125,7 +125,8 @@ def test_missing_taptap(site):
     rc, checks = doctor(site, "--taptap", "taptap-not-installed")
     assert rc == 1
     assert checks["taptap"].startswith("FAIL")
-    assert "fix: install it for all users" in checks["taptap"] and "cargo install taptap" in checks["taptap"]
+    assert "fix: install it for all users as docs/install.md step 4 does" in checks["taptap"]
+    assert "cargo install --git https://github.com/willglynn/taptap --locked" in checks["taptap"]
 
 
 def test_missing_tigo_execd_program_in_conf(site):
@@ -247,7 +248,7 @@ def test_source_not_understood(site):
 
 
 def test_wrong_database(site):
-    rc, checks = doctor(site, "--influx-db", "no_such_db")
+    rc, checks = doctor(site, "--db", "no_such_db")
     assert rc == 1
     assert "'no_such_db' does not exist" in checks["influxdb database"]
     assert "fix: influx -execute 'CREATE DATABASE no_such_db'" in checks["influxdb database"]

@@ -1,3 +1,3 @@
 """tigo-execd: Tigo TS4 optimizer data from taptap into Telegraf as line protocol."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

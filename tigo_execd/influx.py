@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import difflib
 import http.client
 import os
 import time
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from tigo_execd import argtypes, measurements
+from tigo_execd import argtypes, exitcodes, measurements
 from tigo_execd.log import log
 
 T = TypeVar("T")
@@ -29,55 +30,82 @@ RETRY_S = (1.0, 2.0, 4.0, 8.0)  # the first waits for an InfluxDB that is away, 
 PROGRESS_S = 10.0               # a retrying command says so at least this often
 
 
-class InfluxError(Exception):
-    """A query or write failed for a reason InfluxDB stated (HTTP 4xx, or an error in a 200 answer)."""
+class InfluxError(exitcodes.Failure):
+    """A query or write failed for a reason InfluxDB stated (HTTP 4xx, or an error in a 200 answer);
+    `hint` is what to do, said after the message."""
+
+    code = exitcodes.SOFTWARE
+    hint = "check --influx-url, --db, --rp and --measurement"
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}: {self.hint}" if self.hint else str(self.args[0])
+
+    @property
+    def reason(self) -> str:
+        """The message without the hint (for lines that give their own advice)."""
+        return str(self.args[0])
 
 
 class InfluxUnreachable(InfluxError):
     """An outage: no HTTP answer (InfluxDB down, connection refused or reset, a timeout) or an HTTP
     5xx (InfluxDB shutting down or starting: "engine is closed", "query engine shutdown")."""
 
+    code = exitcodes.UNAVAILABLE
+    hint = "check that InfluxDB runs (systemctl status influxdb) and that --influx-url points at it"
+
 
 class InfluxAuthFailed(InfluxError):
     """HTTP 401/403: missing or wrong INFLUX_USER / INFLUX_PASS."""
 
+    code = exitcodes.NOPERM
+    hint = ("set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) to a user that may "
+            "read and write the database")
 
-class InfluxBadUrl(InfluxUnreachable):
-    """The URL cannot reach any InfluxDB as written (no http:// or https://): nothing was sent."""
+
+class InfluxNoDatabase(InfluxError):
+    """The database (--db) does not exist; the message names those that do."""
+
+    hint = "start the Telegraf data instance (it creates the database) or fix --db"
+
+
+class InfluxBadUrl(InfluxError):
+    """Settings that cannot reach any InfluxDB as written: found before anything is sent."""
+
+    code = exitcodes.USAGE
+    hint = ""
 
 
 def check_url(url: str) -> None:
-    """Raise InfluxBadUrl for a URL without http:// or https://, which urllib would only call an
-    "unknown url type" (and Telegraf's outputs.influxdb refuses too)."""
+    """Raise InfluxBadUrl for a URL without http:// or https:// (which urllib would only call an
+    "unknown url type", and Telegraf's outputs.influxdb refuses too) or with a port out of range."""
     parts = urllib.parse.urlsplit(url)
+    shown = url.rsplit("@", 1)[-1]  # never quote credentials
     if "://" not in url:
-        shown = url.rsplit("@", 1)[-1]  # never quote credentials
         raise InfluxBadUrl(f"InfluxDB URL {shown!r} (INFLUX_URL, --influx-url) has no scheme: write "
                            f"http://{shown} (Telegraf's outputs.influxdb needs the scheme too)")
     if parts.scheme.lower() not in ("http", "https"):
-        raise InfluxBadUrl(f"InfluxDB URL {url!r} (INFLUX_URL, --influx-url) starts with "
-                           f"{parts.scheme}://: InfluxDB answers on http:// or https://")
+        raise InfluxBadUrl(f"InfluxDB URL {shown!r} (INFLUX_URL, --influx-url) starts with "
+                           f"{parts.scheme}://: InfluxDB answers on http:// or https://, e.g. "
+                           f"http://127.0.0.1:8086")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or not parts.hostname:
+        raise InfluxBadUrl(f"InfluxDB URL {shown!r} (--influx-url) needs a host and a port from 1 "
+                           f"to 65535: write e.g. http://127.0.0.1:8086")
 
 
-def trouble(exc: InfluxError, db: str, query: str = "The query") -> str:
-    """Why InfluxDB could not be read and what to do, in one sentence: the watchdog's and `faults`'
-    wording, so both say it alike (`query` names whose query failed)."""
-    if isinstance(exc, InfluxAuthFailed):
-        return (f"{exc}: set INFLUX_USER and INFLUX_PASS (e.g. in /etc/default/telegraf) to a user "
-                f"that may read '{db}'.")
-    if isinstance(exc, InfluxBadUrl):  # InfluxDB may well run: only the URL is wrong
-        return str(exc)
-    if isinstance(exc, InfluxUnreachable):
-        return (f"{exc}: check that InfluxDB runs (systemctl status influxdb) and that --influx-url "
-                f"points at it.")
-    if missing_database(exc):
-        return (f"Database '{db}' does not exist: start the Telegraf data instance (it creates it) "
-                f"or fix --db.")
-    return f"{query} failed ({exc}): check --influx-url, --db, --rp and --measurement."
+def check_db(name: str) -> None:
+    """Raise InfluxBadUrl for a database name InfluxQL cannot quote (empty, or with a control
+    character: its quoted identifiers end at a line break)."""
+    if not name or any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise InfluxBadUrl(f"database name {name!r} (--db) cannot be written in InfluxQL: use "
+                           f"letters, digits and _ (the default is bms)")
 
 
 def missing_database(exc: InfluxError) -> bool:
-    return "database not found" in str(exc)
+    return isinstance(exc, InfluxNoDatabase)
 
 
 @dataclass
@@ -98,7 +126,6 @@ class Influx:
             self.url = urllib.parse.urlunsplit(parts._replace(netloc=host))
 
     def _request(self, path: str, params: dict[str, str], body: bytes | None = None) -> bytes:
-        check_url(self.url)
         url = f"{self.url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
         req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
         if self.user:
@@ -113,10 +140,13 @@ class Influx:
             if exc.code in (401, 403):
                 raise InfluxAuthFailed(f"InfluxDB at {self.url} refused the credentials "
                                        f"(HTTP {exc.code}): {detail}") from None
+            if exc.code == 404 and "database not found" in detail:
+                raise self._no_database() from None
             if exc.code >= 500:  # the server's own trouble, not the query's: a restart, most often
                 raise InfluxUnreachable(f"InfluxDB at {self.url} is unavailable (HTTP {exc.code}): "
                                         f"{detail}") from None
-            raise InfluxError(f"InfluxDB at {self.url} answered HTTP {exc.code}: {detail}") from None
+            raise InfluxError(f"InfluxDB at {self.url} rejected the request (HTTP {exc.code}): "
+                              f"{detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise InfluxUnreachable(f"InfluxDB at {self.url} is unreachable: {reason}") from None
@@ -133,13 +163,27 @@ class Influx:
         except orjson.JSONDecodeError:
             raise InfluxError(f"{self.url} does not answer like InfluxDB (not JSON: "
                               f"{raw[:60]!r})") from None
-        if "error" in doc:
-            raise InfluxError(doc["error"])
         result = (doc.get("results") or [{}])[0]
-        if "error" in result:
-            raise InfluxError(result["error"])
+        error = doc.get("error") or result.get("error")
+        if error and error.startswith("database not found"):
+            raise self._no_database()
+        if error:
+            raise InfluxError(f"InfluxDB at {self.url} rejected a query on '{self.db}': {error}")
         series: list[dict[str, Any]] = result.get("series", [])
         return series
+
+    def _no_database(self) -> InfluxNoDatabase:
+        """The missing database named with those that exist (the closest first, for a typo)."""
+        try:
+            raw = self._request("/query", {}, urllib.parse.urlencode({"q": "SHOW DATABASES"}).encode())
+            series = (orjson.loads(raw).get("results") or [{}])[0].get("series", [])
+            names = [row[0] for s in series for row in s.get("values", []) if row[0] != "_internal"]
+        except (InfluxError, orjson.JSONDecodeError, AttributeError):
+            names = []
+        close = difflib.get_close_matches(self.db, names, 1)
+        have = f"it has {', '.join(names)}" if names else "it has no database yet"
+        guess = f"; did you mean {close[0]}?" if close else ""
+        return InfluxNoDatabase(f"database '{self.db}' does not exist on {self.url} ({have}){guess}")
 
     def write(self, lines: bytes, rp: str | None = None) -> None:
         params = {"db": self.db, "precision": "ns"}
@@ -206,7 +250,10 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, measurement
 
 def from_args(args: argparse.Namespace) -> Influx:
     """A client for the options of add_arguments, with INFLUX_USER / INFLUX_PASS from the
-    environment (never from the command line, where every user could read them)."""
+    environment (never from the command line, where every user could read them). A URL or database
+    name that cannot work raises InfluxBadUrl here, before any connection or retry."""
+    check_url(args.influx_url)
+    check_db(args.db)
     if "@" in urllib.parse.urlsplit(args.influx_url).netloc:
         log.warn("--influx-url carries credentials, which every user can read in the process "
                  "list: set INFLUX_USER and INFLUX_PASS instead (e.g. in /etc/default/telegraf)")

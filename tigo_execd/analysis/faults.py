@@ -40,7 +40,7 @@ from tigo_execd.clock import NS
 from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.layout import Drawing, LayoutError
 from tigo_execd.identity.store import Names, load_names
-from tigo_execd.influx import Influx, InfluxError
+from tigo_execd.influx import Influx
 from tigo_execd.log import log
 from tigo_execd.sun import check_location, elevations
 
@@ -210,7 +210,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def settings_from(args: argparse.Namespace) -> FaultSettings:
-    """Raises ValueError for settings that do not go together or a names file that cannot be read."""
+    """Raises ValueError for settings that do not go together, exitcodes.Failure for a names file
+    that cannot be read."""
     check_location(args.latitude, args.longitude)
     if args.timeout <= 0:
         raise ValueError("--timeout must be a positive number of seconds")
@@ -227,8 +228,7 @@ def main(args: argparse.Namespace) -> int:
         settings = settings_from(args)
         drawing = layout_file.read(args.layout) if args.layout else None
     except ValueError as exc:
-        log.error(f"faults: {exc}")
-        return exitcodes.USAGE
+        raise exitcodes.Failure(str(exc), exitcodes.USAGE) from None
     except LayoutError as exc:
         return exc.report()
     now_s = args.now // NS if args.now is not None else int(time.time())
@@ -238,9 +238,6 @@ def main(args: argparse.Namespace) -> int:
         result = analyse(settings, now_s)
     except LayoutError as exc:
         return exc.report()
-    except InfluxError as exc:
-        log.error(f"faults: {influx.trouble(exc, settings.influx.db)}")
-        return exitcodes.INFLUX_DOWN
     w = result.window
     if args.groups:
         sys.stdout.write(format_groups(result, SiteClock.for_longitude(settings.longitude), args.format))

@@ -27,7 +27,7 @@ from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.layout import Drawing, Face, Key, Known, Layout, LayoutError, Reported, Spot
 from tigo_execd.identity.registry import Registry, parse_id
 from tigo_execd.identity.store import Names, load_names, load_state
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.influx import Influx
 from tigo_execd.log import log
 
 if TYPE_CHECKING:
@@ -257,13 +257,6 @@ def demo_layout() -> Path:
     return Path(str(resources.files("tigo_execd").joinpath(DEMO_LAYOUT)))
 
 
-def _influx_exit(exc: InfluxError, db: str) -> int:
-    log.error(f"layout: {influx.trouble(exc, db, 'The query of the panels')}")
-    if isinstance(exc, InfluxAuthFailed):
-        return exitcodes.NOPERM
-    return exitcodes.UNAVAILABLE if isinstance(exc, InfluxUnreachable) else exitcodes.SOFTWARE
-
-
 def main(args: argparse.Namespace) -> int:
     if not (args.demo or args.layout):
         log.error("layout: --layout FILE or --demo (an empty --layout names no file)")
@@ -281,13 +274,8 @@ def main(args: argparse.Namespace) -> int:
         names = load_names(args.names) if args.names else {}
         layout, known, last = drawn(db, target, drawing, now_ns, names, registry)
         roof = read_roof(db, target, layout, args.metric, now_ns, last)
-    except ValueError as exc:  # the names file
-        log.error(f"layout: {exc}")
-        return exitcodes.NOINPUT
     except LayoutError as exc:
         return exc.report()
-    except InfluxError as exc:
-        return _influx_exit(exc, args.db)
     note = layout.undrawn_note(known)
     if note:
         log.info(note)

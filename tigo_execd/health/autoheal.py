@@ -45,7 +45,7 @@ def from_args(args: argparse.Namespace, client: Influx, rp: str) -> AutoHeal | N
     log.info(f"watchdog: healing InfluxDB from the journal {directory} after outages"
              f"{'' if directory.is_dir() else ' (once tigo-execd run has started it)'}")
     own = Influx(client.url, client.db, client.user, client.password, timeout=TIMEOUT_S)
-    return AutoHeal(Healer(directory, own, rp))
+    return AutoHeal(Healer(directory, own, rp, create_db=True))  # Telegraf creates it anyway
 
 
 class AutoHeal:

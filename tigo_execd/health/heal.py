@@ -27,7 +27,7 @@ from tigo_execd import argtypes, exitcodes, influx, journal
 from tigo_execd.analysis import rollup
 from tigo_execd.cli import Subparsers, add_log_level
 from tigo_execd.clock import NS, iso_utc
-from tigo_execd.influx import Influx, InfluxAuthFailed, InfluxError, InfluxUnreachable
+from tigo_execd.influx import Influx, InfluxError, InfluxNoDatabase
 from tigo_execd.journal import HOUR_NS
 from tigo_execd.log import log
 
@@ -88,11 +88,19 @@ class Result:
         return sorted(self.missing)
 
 
+class NoDatabaseToHeal(InfluxNoDatabase):
+    """The database to heal is missing and --create-db was not given."""
+
+    hint = ""
+
+
 class Healer:
     """Compares the journal with InfluxDB and writes back what is missing."""
 
-    def __init__(self, directory: Path, client: Influx, rp: str = "", dry_run: bool = False) -> None:
+    def __init__(self, directory: Path, client: Influx, rp: str = "", dry_run: bool = False,
+                 create_db: bool = False) -> None:
         self.dir, self.client, self.rp, self.dry_run = directory, client, rp, dry_run
+        self.create_db = create_db  # else a missing database (a typo in --db) ends the heal
         self._cache: dict[Path, Summary] = {}
         self._distinct: dict[Key, tuple[int, int]] = {}  # key -> (journal count, distinct reports)
 
@@ -182,11 +190,12 @@ class Healer:
              f'GROUP BY time(1h), "gateway_id", "node_id" fill(none)')
         try:
             series = self.client.query(q)
-        except InfluxError as exc:
-            if "database not found" not in str(exc):
-                raise
+        except InfluxNoDatabase as exc:
+            if not self.create_db:
+                raise NoDatabaseToHeal(f"{exc.reason}; heal writes only into a database that exists: "
+                                       f"fix --db, or give --create-db to create it") from None
             if not self.dry_run:
-                log.info(f"heal: database '{self.client.db}' does not exist: creating it")
+                log.info(f"heal: database '{self.client.db}' does not exist: creating it (--create-db)")
                 self.client.query(f"CREATE DATABASE {influx.ident(self.client.db)}")
             return {}
         return {(name, int(row["time"]), tags.get("gateway_id", ""), tags.get("node_id", "")):
@@ -266,7 +275,7 @@ def register(sub: Subparsers) -> None:
                        description="Compare the journal of `tigo-execd run` with InfluxDB, hour by "
                                    "hour and optimizer by optimizer, and write back the reports "
                                    "InfluxDB lacks. Credentials: environment INFLUX_USER / "
-                                   "INFLUX_PASS. Exit 0 done, 2 InfluxDB unreachable, 64 usage.")
+                                   "INFLUX_PASS.")
     p.add_argument("--journal", type=Path, default=None, metavar="DIR",
                    help=f"the journal directory (default: {journal.default_dir()})")
     influx.add_arguments(p, measurement=False)
@@ -277,6 +286,9 @@ def register(sub: Subparsers) -> None:
                         metavar="N",
                         help=f"heal the last N days (default: {journal.DEFAULT_DAYS:g})")
     p.add_argument("--dry-run", action="store_true", help="say what is missing, write nothing")
+    p.add_argument("--create-db", action="store_true",
+                   help="create the database (--db) when it does not exist; without it a missing "
+                        "database, a typo most often, ends the heal with exit 70 and writes nothing")
     p.add_argument("--now", type=argtypes.rfc3339_ns, help=argparse.SUPPRESS)  # tests: a fixed clock
     add_log_level(p)
     p.set_defaults(func=main)
@@ -286,26 +298,16 @@ def main(args: argparse.Namespace) -> int:
     now = args.now if args.now is not None else time.time_ns()
     since = args.since if args.since is not None else now - int(args.days * 24 * HOUR_NS)
     directory = args.journal or journal.default_dir()
-    if not directory.is_dir():
-        log.error(f"heal: no journal at {directory}: `tigo-execd run` keeps one for live sources "
-                  f"(--journal); give its directory with --journal DIR")
-        return exitcodes.NOINPUT
     client = influx.from_args(args)
-    healer = Healer(directory, client, args.rp, args.dry_run)
+    if not directory.is_dir():
+        raise exitcodes.Failure(f"no journal at {directory}: `tigo-execd run` keeps one for live "
+                                f"sources (--journal); give its directory with --journal DIR",
+                                exitcodes.NOINPUT)
+    healer = Healer(directory, client, args.rp, args.dry_run, args.create_db)
     result = Result()
     log.info(f"heal: comparing {directory} with {client.url} database '{client.db}' from "
              f"{iso_utc(since, zulu=True)}{' (dry run)' if args.dry_run else ''}")
-    try:
-        for _ in healer.steps(since, now - SETTLE_NS, result):
-            pass
-    except InfluxAuthFailed as exc:
-        log.error(f"heal: {exc}: set INFLUX_USER and INFLUX_PASS")
-        return exitcodes.NOPERM
-    except InfluxUnreachable as exc:
-        log.error(f"heal: {exc}; nothing more was written, run it again when InfluxDB is back")
-        return exitcodes.INFLUX_DOWN
-    except InfluxError as exc:
-        log.error(f"heal: InfluxDB refused: {exc}")
-        return exitcodes.SOFTWARE
+    for _ in healer.steps(since, now - SETTLE_NS, result):
+        pass
     print(summary(result, directory, client.db, args.dry_run), flush=True)
     return exitcodes.OK

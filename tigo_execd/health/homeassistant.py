@@ -31,7 +31,7 @@ from tigo_execd.analysis.energy import FRESH_NS, EnergyToday
 from tigo_execd.analysis.nodes import current_kinds
 from tigo_execd.analysis.roof_homeassistant import RoofImage
 from tigo_execd.analysis.roof_homeassistant import config as roof_config
-from tigo_execd.cli import Subparsers, add_log_level
+from tigo_execd.cli import Subparsers, add_log_level, waiting_for_telegraf
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.registry import id_sort_key
@@ -95,6 +95,7 @@ class Publisher:
     checks: int = 0
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     kinds_read_ns: int | None = None
+    failure: InfluxError | None = None  # why the last check printed nothing (--once exits with it)
 
     def check(self, now_ns: int) -> str:
         """One minute's lines; InfluxDB trouble prints nothing (the health sensor says why)."""
@@ -103,8 +104,10 @@ class Publisher:
             self.energy.advance(self.s.influx, influx.target(self.s.rp, self.s.measurement), now_ns)
             self._read_kinds(now_ns)
         except InfluxError as exc:
+            self.failure = exc
             log.warn(f"homeassistant: no update this minute: {exc}", key="ha_influx")
             return ""
+        self.failure = None
         out = []
         refresh_slots = max(1, int(self.s.config_every_min))
         slot = self.checks % refresh_slots
@@ -311,9 +314,6 @@ def register(sub: Subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        log.error("homeassistant: --timeout must be a positive number of seconds")
-        return exitcodes.USAGE
     settings = Settings(influx.from_args(args), args.rp, args.measurement, args.discovery_prefix,
                         args.health_topic, args.topic_base, args.id_prefix, args.site_name,
                         args.inventory_days, args.node_silence_min, args.state_every_min,
@@ -322,8 +322,13 @@ def main(args: argparse.Namespace) -> int:
     publisher = Publisher(settings, roof=RoofImage(args.layout) if args.layout else None)
     if not settings.discovery_prefix:
         log.info("homeassistant: discovery prefix empty: states only, no discovery configs")
-    checks = iter([b"\n"]) if args.once else iter(sys.stdin.buffer.readline, b"")
-    for _ in checks:  # one check per "\n" from Telegraf, until EOF
+    if args.once:
+        sys.stdout.write(publisher.check(clock()))
+        if publisher.failure:
+            raise publisher.failure
+        return exitcodes.OK
+    waiting_for_telegraf("homeassistant", "prints one check's lines")
+    for _ in iter(sys.stdin.buffer.readline, b""):  # one check per "\n" from Telegraf, until EOF
         try:
             sys.stdout.write(publisher.check(clock()))
             sys.stdout.flush()

@@ -44,7 +44,7 @@ from typing import IO, Any
 import orjson
 
 from tigo_execd import argtypes, exitcodes, influx, lineproto, measurements, sun
-from tigo_execd.cli import Subparsers, add_log_level
+from tigo_execd.cli import Subparsers, add_log_level, waiting_for_telegraf
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.health import autoheal
 from tigo_execd.identity import layout as layout_file
@@ -115,6 +115,7 @@ class Facts:
     sun_elevation: float | None = None
     faults: int | None = None         # warn findings of the last hourly analysis (None: none yet)
     fault_panels: str | None = None
+    failure: InfluxError | None = None  # why InfluxDB could not be asked (--once exits with its code)
 
     @property
     def last_ns(self) -> int | None:
@@ -152,19 +153,16 @@ class Check:
     def run(self) -> Verdict:
         try:
             return self._judge()
-        except InfluxAuthFailed as exc:
-            log.warn(str(exc), key="influx_auth")
-            return Verdict("influx_auth_failed", self._trouble(exc))
-        except InfluxUnreachable as exc:  # a bad URL too: InfluxDB may well run
-            log.warn(str(exc), key="influx_unreachable")
-            return Verdict("influx_unreachable", self._trouble(exc))
         except InfluxError as exc:
-            log.warn(f"InfluxDB query failed: {exc}", key="influx_query")
-            return Verdict("no_data" if influx.missing_database(exc) else "influx_query_failed",
-                           self._trouble(exc))
-
-    def _trouble(self, exc: InfluxError) -> str:
-        return influx.trouble(exc, self.s.influx.db, "The watchdog's query")
+            self.facts.failure = exc
+            if isinstance(exc, InfluxAuthFailed):
+                reason = "influx_auth_failed"
+            elif isinstance(exc, InfluxUnreachable):
+                reason = "influx_unreachable"
+            else:
+                reason = "no_data" if influx.missing_database(exc) else "influx_query_failed"
+            log.warn(str(exc), key=reason)
+            return Verdict(reason, str(exc))
 
     # ------------------------------------------------------------------ gathering
 
@@ -572,8 +570,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ValueError as exc:
-        log.error(f"watchdog: {exc}")
-        return exitcodes.USAGE
+        raise exitcodes.Failure(str(exc), exitcodes.USAGE) from None
     clock: Callable[[], int] = (lambda: args.now) if args.now is not None else time.time_ns
     if not settings.located:
         log.info("watchdog: no --latitude/--longitude, so night cannot be told from an outage: "
@@ -581,7 +578,10 @@ def main(args: argparse.Namespace) -> int:
     if args.once:
         verdict, facts = check(settings, clock())
         print(summary(verdict, facts), flush=True)
+        if facts.failure:  # not a verdict on the data flow: the check could not be made
+            raise facts.failure
         return CODES[verdict.status]
+    waiting_for_telegraf("watchdog", "runs one check")
     faults = panel_faults(args, settings)
     healing = autoheal.from_args(args, settings.influx, settings.rp)
     try:

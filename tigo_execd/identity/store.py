@@ -31,6 +31,7 @@ from typing import Protocol
 
 import orjson
 
+from tigo_execd import exitcodes
 from tigo_execd.identity import layout
 from tigo_execd.identity.barcode import address_to_barcode, barcode_to_address
 from tigo_execd.identity.layout import LayoutError
@@ -113,6 +114,23 @@ def _clean_name(text: str) -> str | None:
     return text if len(text) <= MAX_NAME and text.isprintable() else None
 
 
+def read_names(path: Path) -> str:
+    """The text of a names file; exitcodes.Failure NOINPUT when it cannot be opened, DATAERR with
+    the line when it is not UTF-8 (a spreadsheet's "CSV" is often Windows-1252)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise exitcodes.Failure(f"cannot open names file {path}: {exc.strerror}",
+                                exitcodes.NOINPUT) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise exitcodes.Failure(f"names file {path} line {line} is not UTF-8 text (byte "
+                                f"0x{raw[exc.start]:02x}): save it as UTF-8 (a spreadsheet's "
+                                f"\"CSV UTF-8\")", exitcodes.DATAERR) from None
+
+
 def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
     """(names by barcode or (gw, node), line number of each row, problems with line numbers)."""
     names: Names = {}
@@ -181,12 +199,8 @@ def parse_names(text: str, source: str) -> tuple[Names, list[int], list[str]]:
 
 def load_names(path: Path) -> Names:
     """The names file of a command that reads it once: its rows, each malformed one a W! line
-    (and skipped); ValueError when it cannot be read."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read names file {path}: {exc}") from None
-    names, _, problems = parse_names(text, str(path))
+    (and skipped); exitcodes.Failure when it cannot be read (read_names)."""
+    names, _, problems = parse_names(read_names(path), str(path))
     for problem in problems:
         log.warn(problem + " (row skipped)")
     return names
@@ -221,7 +235,7 @@ class Followed:
                 return None
             self._stat = signature
             text = self._read(self.path)
-        except (OSError, UnicodeDecodeError, LayoutError) as exc:
+        except (OSError, UnicodeDecodeError, LayoutError, exitcodes.Failure) as exc:
             if self._stat != (0, 0, 0):
                 log.warn(f"cannot read {self.what} {self.path} ({exc}); keeping the {self.what} "
                          "loaded before, if any")
@@ -243,7 +257,7 @@ class Identity:
         self.state_file = state_file
         self.names_file = names_file
         self._dirty = asyncio.Event()
-        self._names = Followed(names_file, "names file", lambda p: p.read_text(encoding="utf-8-sig")) \
+        self._names = Followed(names_file, "names file", read_names) \
             if names_file else None
         self._layout = Followed(layout_file, "layout file", layout.read_text) if layout_file else None
         self.counters: ReportCounts | None = None  # the converter's: which nodes have reported

@@ -131,11 +131,10 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--journal is empty: give a directory, 'auto' or 'off'")
         source = make_source(args)
     except ValueError as exc:
-        log.error(str(exc))
-        return exitcodes.USAGE
+        raise exitcodes.Failure(str(exc), exitcodes.USAGE) from None
     except OSError as exc:
-        log.error(f"cannot open {exc.filename}: {exc.strerror}")
-        return exitcodes.NOINPUT
+        raise exitcodes.Failure(f"cannot open {exc.filename}: {exc.strerror}",
+                                exitcodes.NOINPUT) from None
     if args.demo:  # the demo's made-up optimizers neither read nor enter the real registry
         if args.state_file is not None and state_path(args.state_file):
             log.info(f"--demo leaves the node registry alone: {args.state_file} is neither read "

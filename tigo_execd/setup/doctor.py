@@ -73,8 +73,9 @@ from tigo_execd.taptap import (
     state_option,
 )
 
-TAPTAP_INSTALL = ("install it for all users: curl -fsSL https://sh.rustup.rs | sh -s -- -y "
-                  "--profile minimal && ~/.cargo/bin/cargo install taptap --locked && "
+TAPTAP_INSTALL = ("install it for all users as docs/install.md step 4 does: curl -fsSL "
+                  "https://sh.rustup.rs | sh -s -- -y --profile minimal && ~/.cargo/bin/cargo install "
+                  "--git https://github.com/willglynn/taptap --locked && "
                   "sudo install -m 755 ~/.cargo/bin/taptap /usr/local/bin/taptap")
 DROP_IN = "systemd/telegraf.service.d/tigo-execd.conf"  # shipped; gives the service dialout
 
@@ -537,7 +538,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--source", help="source to check (default: the one tigo.conf runs)")
     p.add_argument("--taptap", default="taptap", help="taptap program (default: taptap on PATH)")
     p.add_argument("--influx-url", help="InfluxDB URL (default: from the confs / INFLUX_URL)")
-    p.add_argument("--influx-db", help="database (default: from the confs / INFLUX_DB)")
+    p.add_argument("--db", dest="influx_db", help="database (default: from the confs / INFLUX_DB)")
+    p.add_argument("--influx-db", dest="influx_db", help=argparse.SUPPRESS)  # its name before 0.2.0
     p.add_argument("--mqtt-server", help="broker, tcp://HOST:PORT (default: from tigo-health.conf "
                    "/ MQTT_SERVER)")
     p.add_argument("--user", default="telegraf", help="the service user (default: telegraf)")
