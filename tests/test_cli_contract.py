@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from support.proc import Child, tigo_execd_argv
 from support.servers import free_port
+from tigo_execd import exitcodes
 from tigo_execd.journal import Journal
 
 # every command, with what makes it do its work (the InfluxDB options come from each case)
@@ -228,3 +230,26 @@ def test_watchdog_in_a_terminal_says_what_it_waits_for():
         child.kill()
         os.close(main)
         os.close(sub)
+
+
+def test_the_docs_table_is_the_code_table():
+    """docs/reference/exit-codes.md shows exitcodes.TABLE, row for row."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "exit-codes.md").read_text()
+    shown = re.findall(r"^\| (\d+) \| (.+?) \| (.+?) \|$", text, re.MULTILINE)
+    want = [(str(r.code), r.meaning, ", ".join(f"`{c}`" for c in r.commands) or "every command")
+            for r in exitcodes.TABLE]
+    assert shown == want
+
+
+@pytest.mark.parametrize("content, code, said", [
+    ("barcode,panel\n4-A0B1C2Z,Süd 1\n".encode("cp1252"), 65,
+     "line 2 is not UTF-8 text (byte 0xfc): save it as UTF-8"),
+    (None, 66, "cannot open names file"),
+])
+def test_names_file_not_utf8_or_missing(tmp_path, content, code, said):
+    names = tmp_path / "names.csv"
+    if content is not None:
+        names.write_bytes(content)
+    proc = run(tigo_execd_argv("faults", "--names", str(names), "--influx-url", "http://127.0.0.1:9"))
+    assert proc.returncode == code, proc.stderr
+    assert_one_error_line("faults", proc.stderr, said, str(names))

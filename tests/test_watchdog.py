@@ -116,8 +116,8 @@ def test_empty_database_is_no_data(influx_db):
 def test_missing_database_is_no_data(influxd):
     proc = subprocess.run(tigo_execd_argv("watchdog", "--once", "--influx-url", influxd.url,
                                           "--db", "never_created"), capture_output=True, timeout=60)
-    assert proc.returncode == 2
-    assert proc.stdout.startswith(b"CRIT no_data: Database 'never_created' does not exist")
+    assert proc.returncode == 70  # the check could not be made: no verdict's code
+    assert proc.stdout.startswith(b"CRIT no_data: database 'never_created' does not exist")
 
 
 def test_old_data_only_is_stale_not_no_data(influx_db):
@@ -142,7 +142,7 @@ def test_influxdb_down(influx_db):
     proc = subprocess.run(tigo_execd_argv("watchdog", "--once", "--influx-url",
                                           f"http://127.0.0.1:{port}", "--now", NOON),
                           capture_output=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 69
     assert proc.stdout.startswith(b"CRIT influx_unreachable: InfluxDB at http://127.0.0.1:")
     assert b"W! InfluxDB at" in proc.stderr
 
@@ -154,13 +154,13 @@ def test_influxdb_that_never_answers_times_out():
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         proc = subprocess.run(tigo_execd_argv("watchdog", "--once", "--influx-url", url,
                                               "--timeout", "1"), capture_output=True, timeout=30)
-    assert proc.returncode == 2
+    assert proc.returncode == 69
     assert proc.stdout.startswith(b"CRIT influx_unreachable") and b"timed out" in proc.stdout
 
 
 @pytest.mark.parametrize("answer, reason", [
     (b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>Grafana login</html>",
-     b"CRIT influx_query_failed: The watchdog's query failed (http://127.0.0.1:"),
+     b"CRIT influx_unreachable: http://127.0.0.1:"),
     (b"SSH-2.0-OpenSSH_9.2\r\n", b"CRIT influx_unreachable: http://127.0.0.1:"),
 ], ids=["html", "not-http"])
 def test_another_service_on_the_influxdb_port(answer, reason):
@@ -183,7 +183,7 @@ def test_another_service_on_the_influxdb_port(answer, reason):
         return proc.returncode, out
 
     code, out = asyncio.run(ask())
-    assert code == 2 and out.startswith(reason)
+    assert code == 69 and out.startswith(reason)
 
 
 def test_credentials_come_from_the_environment(influxd_auth):
@@ -194,7 +194,7 @@ def test_credentials_come_from_the_environment(influxd_auth):
     environ = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
     wrong = subprocess.run(base, capture_output=True, timeout=60,
                            env={**environ, "INFLUX_USER": "admin", "INFLUX_PASS": "wrong"})
-    assert wrong.returncode == 2 and wrong.stdout.startswith(b"CRIT influx_auth_failed")
+    assert wrong.returncode == 77 and wrong.stdout.startswith(b"CRIT influx_auth_failed")
     assert b"INFLUX_USER and INFLUX_PASS" in wrong.stdout and b"wrong" not in wrong.stdout
     missing = subprocess.run(base, capture_output=True, timeout=60, env=environ)
     assert missing.stdout.startswith(b"CRIT influx_auth_failed")
@@ -213,10 +213,11 @@ def test_refused_credentials_are_said_once_with_what_to_set(influxd_auth):
                                           "--now", NOON),
                           capture_output=True, text=True, timeout=60,
                           env={**environ, "INFLUX_USER": "admin", "INFLUX_PASS": "wrong"})
-    assert proc.returncode == 2
-    assert proc.stdout == (f"CRIT influx_auth_failed: {refused.value}: set INFLUX_USER and "
-                           f"INFLUX_PASS (e.g. in /etc/default/telegraf) to a user that may read "
-                           f"'bms'.\n")
+    assert proc.returncode == 77
+    assert proc.stdout == f"CRIT influx_auth_failed: {refused.value}\n"
+    assert str(refused.value).endswith(": set INFLUX_USER and INFLUX_PASS (e.g. in "
+                                       "/etc/default/telegraf) to a user that may read and write "
+                                       "the database")
     assert proc.stdout.count("refused the credentials") == 1
 
 
@@ -227,17 +228,16 @@ def test_influx_url_without_scheme_says_add_http(url):
                           capture_output=True, text=True, timeout=60)
     text = (f"InfluxDB URL '{url}' (INFLUX_URL, --influx-url) has no scheme: write http://{url} "
             f"(Telegraf's outputs.influxdb needs the scheme too)")
-    assert proc.returncode == 2
-    assert proc.stdout == f"CRIT influx_unreachable: {text}\n"
-    assert f"W! {text}" in proc.stderr.splitlines()
+    assert proc.returncode == 64 and proc.stdout == ""  # found before any check
+    assert proc.stderr.splitlines() == [f"E! tigo-execd watchdog: {text}"]
     nodes = subprocess.run(tigo_execd_argv("nodes", "--influx-url", url), capture_output=True,
                            text=True, timeout=60)
-    assert nodes.returncode == 69 and nodes.stderr.splitlines()[-1] == f"E! {text}"
+    assert nodes.returncode == 64 and nodes.stderr.splitlines() == [f"E! tigo-execd nodes: {text}"]
 
 
 def test_unknown_retention_policy_is_a_query_failure(influx_db):
     code, line = once(influx_db, "--rp", "nope")
-    assert code == 2 and line.startswith("CRIT influx_query_failed")
+    assert code == 70 and line.startswith("CRIT influx_query_failed")
     assert "retention policy not found" in line
 
 

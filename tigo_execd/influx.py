@@ -161,8 +161,8 @@ class Influx:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise InfluxError(f"{self.url} does not answer like InfluxDB (not JSON: "
-                              f"{raw[:60]!r})") from None
+            raise InfluxUnreachable(f"{self.url} does not answer like InfluxDB (not JSON: "
+                                    f"{raw[:60]!r})") from None
         result = (doc.get("results") or [{}])[0]
         error = doc.get("error") or result.get("error")
         if error and error.startswith("database not found"):
