@@ -218,14 +218,15 @@ def test_sigint_at_any_moment_of_start_up(command, done):
     assert outcomes.count(130) >= len(DELAYS_MS) // 2, outcomes  # most were interrupted
 
 
-def test_watchdog_in_a_terminal_says_what_it_waits_for():
+@pytest.mark.parametrize("command", ["watchdog", "homeassistant"])
+def test_in_a_terminal_it_says_what_it_waits_for(command):
     """stdin a terminal (a pty): one I! line saying it waits for Telegraf's newline, and --once."""
     main, sub = pty.openpty()
     try:
-        child = Child(tigo_execd_argv("watchdog", "--influx-url", "http://127.0.0.1:9"), stdin=sub)
+        child = Child(tigo_execd_argv(command, "--influx-url", "http://127.0.0.1:9"), stdin=sub)
         child.wait_stderr(b"waiting for a newline on stdin", timeout=30)
         line = next(x for x in child.stderr_lines() if "waiting for a newline" in x)
-        assert line.startswith("I! watchdog: ") and "--once" in line
+        assert line.startswith(f"I! {command}: ") and "--once" in line
     finally:
         child.kill()
         os.close(main)
