@@ -40,7 +40,7 @@ class Row:
 
 
 TABLE = (
-    Row(OK, "done; a check: OK"),
+    Row(OK, "done (a check: OK)"),
     Row(WARN, "a check's verdict: WARN (watchdog --once), warn findings (faults), a check failed "
               "(doctor)", CHECKS),
     Row(CRIT, "a check's verdict: CRIT (watchdog --once)", ("watchdog",)),
