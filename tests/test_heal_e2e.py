@@ -32,7 +32,7 @@ from support.proc import FAKE_TAPTAP_SCRIPT
 from support.servers import InfluxServer
 from support.taptap_lines import power_report, stamp
 from support.wait import wait_until_async
-from tigo_execd.influx import InfluxError
+from tigo_execd.influx import InfluxNoDatabase
 
 NODES = 6
 CYCLES = 4  # per phase
@@ -111,10 +111,8 @@ class Site:
 def stored(influx: InfluxServer) -> dict[tuple, dict]:
     try:
         series = influx.client("bms").query('SELECT * FROM "tigo_power_report" GROUP BY *')
-    except InfluxError as exc:  # until Telegraf's output has created it
-        if "database not found" in str(exc):
-            return {}
-        raise
+    except InfluxNoDatabase:  # until Telegraf's output has created it
+        return {}
     out = {}
     for s in series:
         for values in s["values"]:

@@ -229,9 +229,9 @@ def test_an_empty_source_is_a_usage_error_not_the_demo(tmp_path, option, value):
     assert child.finish() == 64
     assert child.out == b""
     assert child.stderr_lines() == [
-        (f"E! {option} is empty: name the bus source; with the Telegraf conf it is TIGO_SOURCE in "
-         f"/etc/default/telegraf, which tigo.conf passes as --source (only --demo prints the demo "
-         f"day)")]
+        (f"E! tigo-execd run: {option} is empty: name the bus source; with the Telegraf conf it is "
+         f"TIGO_SOURCE in /etc/default/telegraf, which tigo.conf passes as --source (only --demo "
+         f"prints the demo day)")]
     assert not state.exists()
 
 
