@@ -140,7 +140,7 @@ class Influx:
             if exc.code in (401, 403):
                 raise InfluxAuthFailed(f"InfluxDB at {self.url} refused the credentials "
                                        f"(HTTP {exc.code}): {detail}") from None
-            if exc.code == 404 and "database not found" in detail:
+            if exc.code == 404 and "database not found" in detail and "db" in params:
                 raise self._no_database() from None
             if exc.code >= 500:  # the server's own trouble, not the query's: a restart, most often
                 raise InfluxUnreachable(f"InfluxDB at {self.url} is unavailable (HTTP {exc.code}): "
