@@ -167,9 +167,9 @@ def test_watchdog_and_nodes_never_show_the_password(influxd_auth, influx_user):
     wrong = {**env, "INFLUX_USER": user, "INFLUX_PASS": password + "x"}
     results = {
         "watchdog right": (run_cmd(watchdog, right), 0, "OK healthy"),
-        "watchdog wrong": (run_cmd(watchdog, wrong), 2, "CRIT influx_auth_failed"),
+        "watchdog wrong": (run_cmd(watchdog, wrong), 77, "CRIT influx_auth_failed"),
         "nodes right": (run_cmd(nodes, right), 0, "gateway"),
-        "nodes wrong": (run_cmd(nodes, wrong), 77, "E! InfluxDB at"),
+        "nodes wrong": (run_cmd(nodes, wrong), 77, "E! tigo-execd nodes: InfluxDB at"),
         # the password in the URL, against the advice: used, warned about, never quoted
         "watchdog url": (run_cmd(tigo_execd_argv("watchdog", "--once", "--db", db, "--influx-url",
                                                  in_url(password)), env), 0, "OK healthy"),
