@@ -247,8 +247,9 @@ def test_source_not_understood(site):
     assert "fix: set TIGO_SOURCE" in checks["source"]
 
 
-def test_wrong_database(site):
-    rc, checks = doctor(site, "--db", "no_such_db")
+@pytest.mark.parametrize("option", ["--db", "--influx-db"])  # --influx-db: its name before 0.2.0
+def test_wrong_database(site, option):
+    rc, checks = doctor(site, option, "no_such_db")
     assert rc == 1
     assert "'no_such_db' does not exist" in checks["influxdb database"]
     assert "fix: influx -execute 'CREATE DATABASE no_such_db'" in checks["influxdb database"]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tigo_execd import influx
 from tigo_execd.influx import Influx, InfluxError, InfluxUnreachable, retrying
 
 
@@ -73,3 +74,33 @@ def test_connection_refused_is_an_outage(logged):
     with pytest.raises(InfluxUnreachable, match="unreachable"):
         retrying("connecting", lambda: Influx("http://127.0.0.1:9", timeout=1).ping(), 0.5)
     assert logged.getvalue().startswith("W! connecting: InfluxDB at http://127.0.0.1:9 is unreachable")
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for influx.retrying: sleeping advances the clock at once."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def test_a_long_wait_says_so_at_least_every_10_s(logged, monkeypatch):
+    """A minute of --retry-for against a stopped InfluxDB: a line before every pause, no pause
+    longer than 10 s, and the time left counted down until it gives up."""
+    clock = FakeClock()
+    monkeypatch.setattr(influx, "time", clock)
+    with pytest.raises(InfluxUnreachable):
+        retrying("rolling up 2026-03-14", lambda: Influx("http://127.0.0.1:9", timeout=1).ping(), 60)
+    lines = logged.getvalue().splitlines()
+    assert len(lines) == len(clock.pauses) and max(clock.pauses) <= influx.PROGRESS_S
+    assert sum(clock.pauses) == pytest.approx(60)
+    left = [int(line.split("retrying for ")[1].split(" s more")[0]) for line in lines]
+    assert left[0] == 60 and left == sorted(left, reverse=True) and left[-1] <= 10
+    assert lines[0].startswith("W! ") and all(line.startswith("I! ") for line in lines[1:])

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from tigo_execd import argtypes, exitcodes, influx, lineproto
+from tigo_execd.cli import Terminated
 from tigo_execd.influx import Influx, InfluxError, InfluxUnreachable, ident, retrying
 from tigo_execd.log import log
 
@@ -283,7 +284,7 @@ def main(args: argparse.Namespace) -> int:
         began = time.monotonic()
         try:
             reports = backfill(db, n, start, end, args.retry_for)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated):
             log.info("rollup: the same command run again resumes after the last day rolled up")
             raise
         log.info(f"rollup done: {_iso(start)} .. {_iso(min(end, now))}, {reports} reports in "
