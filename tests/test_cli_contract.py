@@ -254,3 +254,10 @@ def test_names_file_not_utf8_or_missing(tmp_path, content, code, said):
     proc = run(tigo_execd_argv("faults", "--names", str(names), "--influx-url", "http://127.0.0.1:9"))
     assert proc.returncode == code, proc.stderr
     assert_one_error_line("faults", proc.stderr, said, str(names))
+
+
+@pytest.mark.parametrize("value, said", [("4-A0B1C2Y", "wrong check letter"), ("zz", "not a node address")])
+def test_bad_barcode_is_65(value, said):
+    proc = run(tigo_execd_argv("barcode", value))
+    assert proc.returncode == 65 and proc.stdout == "", proc.stderr
+    assert_one_error_line("barcode", proc.stderr, said)

@@ -20,7 +20,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, TypeGuard
 
 from tigo_execd import exitcodes
-from tigo_execd.log import log
 
 if TYPE_CHECKING:
     from tigo_execd.cli import Subparsers
@@ -167,10 +166,9 @@ def main(args: argparse.Namespace) -> int:
             return exitcodes.OK
         code = address_to_barcode(value)
     except ValueError as exc:
-        log.error(str(exc))
-        return exitcodes.DATAERR
+        raise exitcodes.Failure(str(exc), exitcodes.DATAERR) from None
     if code is None:
-        log.error(f"{value} has no barcode: only addresses starting 04:C0:5B (Tigo) have one")
-        return exitcodes.DATAERR
+        raise exitcodes.Failure(f"{value} has no barcode: only addresses starting 04:C0:5B (Tigo) "
+                                f"have one", exitcodes.DATAERR)
     print(code)
     return exitcodes.OK
