@@ -25,7 +25,7 @@ from tigo_execd.journal import Journal
 # every command, with what makes it do its work (the InfluxDB options come from each case)
 COMMANDS = {
     "run": ["run", "--demo"],
-    "barcode": ["barcode", "4-A0B1C2Z"],
+    "barcode": ["barcode", "4-A0B1C2N"],
     "nodes": ["nodes"],
     "watchdog": ["watchdog", "--once"],
     "ports": ["ports"],
@@ -243,7 +243,7 @@ def test_the_docs_table_is_the_code_table():
 
 
 @pytest.mark.parametrize("content, code, said", [
-    ("barcode,panel\n4-A0B1C2Z,Süd 1\n".encode("cp1252"), 65,
+    ("barcode,panel\n4-A0B1C2N,Süd 1\n".encode("cp1252"), 65,
      "line 2 is not UTF-8 text (byte 0xfc): save it as UTF-8"),
     (None, 66, "cannot open names file"),
 ])
@@ -261,3 +261,17 @@ def test_bad_barcode_is_65(value, said):
     proc = run(tigo_execd_argv("barcode", value))
     assert proc.returncode == 65 and proc.stdout == "", proc.stderr
     assert_one_error_line("barcode", proc.stderr, said)
+
+
+def test_main_in_process_leaves_the_signals_as_it_found_them(capsys):
+    """Blocked and handled while a command runs; the caller (here pytest) gets its own back."""
+    from tigo_execd import cli
+
+    def state() -> tuple:
+        return (signal.pthread_sigmask(signal.SIG_BLOCK, set()), signal.getsignal(signal.SIGINT),
+                signal.getsignal(signal.SIGTERM))
+
+    before = state()
+    assert cli.main(["barcode", "4-A0B1C2N"]) == 0
+    assert capsys.readouterr().out.strip() == "04:C0:5B:40:00:A0:B1:C2"
+    assert state() == before

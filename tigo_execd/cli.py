@@ -102,7 +102,10 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # __main__ blocked them already
+    """The command line's exit code. Called in-process (tests), it leaves the signal handlers and
+    mask as it found them; `entry` and __main__ keep the signals blocked until the process exits."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     install_excepthook()
     argv = sys.argv[1:] if argv is None else argv
     command = "tigo-execd"
@@ -124,5 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         log.error(f"{command}: terminated (SIGTERM) before it finished")
         return exitcodes.SIGTERM
-    finally:  # from here on a signal changes nothing: the code is decided
+    finally:  # the code is decided: a signal now waits for the caller's mask
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def entry() -> None:
+    """The `tigo-execd` console script: SIGINT and SIGTERM blocked before the command's modules
+    are imported and until the process exits with the code main() decided."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    sys.exit(main())
