@@ -4,7 +4,7 @@ InfluxDB averages the reports per panel and 10-minute slot (panel_stats.py), the
 each panel with its peers (fault_rules.py), this module is the command and its output. The
 watchdog runs it hourly as a child process (`--format json-days`: the analysis takes seconds, a
 minute check must not wait for it) for `panel_fault` and the daily `tigo_panel_day`.
-Exit 0 no warn finding, 1 at least one, 2 when the data cannot be read, 64 for usage errors.
+Exit 0 no warn finding, 1 at least one; a failure exits with its code (exitcodes.TABLE).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("faults", help="which panel loses energy, and why (bypass diode, dirt, shade, ...)",
                        description="Compare every panel with its peers over the last days and name the "
                                    "ones that lose energy, with the evidence and what to check. Exit 0: "
-                                   "no warning, 1: at least one, 2: the data cannot be read. "
+                                   "no warning, 1: at least one (the other codes: below). "
                                    "Credentials: environment INFLUX_USER / INFLUX_PASS.")
     influx.add_arguments(p)
     p.add_argument("--days", type=argtypes.number(1, MAX_DAYS, unit="days"), default=7.0,
