@@ -34,8 +34,9 @@ COMMANDS = {
     "rollup": ["rollup"],
     "heal": ["heal", "--journal", "JOURNAL"],
     "homeassistant": ["homeassistant", "--once"],
+    "layout": ["layout", "--demo"],
 }
-INFLUX = ["nodes", "watchdog", "faults", "rollup", "heal", "homeassistant"]  # they query InfluxDB
+INFLUX = ["nodes", "watchdog", "faults", "rollup", "heal", "homeassistant", "layout"]  # they query InfluxDB
 NO_RETRY = {"rollup": ["--retry-for", "0"]}  # InfluxDB down: fail now, not after a minute
 EXISTING_DB = "tigo_demo"
 

@@ -317,7 +317,7 @@ def test_names_from_the_names_file_and_an_output_that_cannot_be_written(demo_db,
     assert {p: r.get("data-label") for p, r in panels(ok.stdout).items()} == {"4609/2": "W-top",
                                                                              "4609/3": "4-A23D03V"}
     missing = layout_cmd(db, "--layout", str(path), "--names", str(tmp_path / "nope.csv"), now_ns=at)
-    assert missing.returncode == 66 and "cannot read names file" in missing.stderr
+    assert missing.returncode == 66 and "cannot open names file" in missing.stderr
 
 
 def test_an_empty_database_is_said_before_the_tokens_it_cannot_know(influx_db, tmp_path):
