@@ -719,7 +719,7 @@ class InfluxDBOutput(Output):
                      f"creation failed: {exc}")
 
     async def write(self, batch: list[Metric]) -> bool:
-        from tigo_execd.influx import InfluxAuthFailed, InfluxError, InfluxUnreachable
+        from tigo_execd.influx import InfluxAuthFailed, InfluxError, InfluxNoDatabase, InfluxUnreachable
         body = "".join(serialize(m) + "\n" for m in batch).encode()
         for url in self.urls:
             client = self._client(url)
@@ -731,7 +731,7 @@ class InfluxDBOutput(Output):
             except (InfluxUnreachable, InfluxAuthFailed) as exc:
                 self.log("E", self.name, f"When writing to [{url}]: {exc}")
             except InfluxError as exc:
-                if "database not found" in str(exc) and not self.opts.get("skip_database_creation"):
+                if isinstance(exc, InfluxNoDatabase) and not self.opts.get("skip_database_creation"):
                     self.create_db = True
                     continue
                 self.log("E", self.name, f"When writing to [{url}]: {exc}; discarding points")
