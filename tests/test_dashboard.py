@@ -21,7 +21,7 @@ from support.dashboard_grafana import (
     interval_ms,
     load,
     panel_range,
-    sort_options,
+    resolve_variables,
 )
 from support.dashboard_render import render
 from support.paths import ROOT
@@ -116,29 +116,13 @@ def test_variables(dash):
 @pytest.fixture(scope="module")
 def solar_db(influxd):
     """A database whose default retention policy is not `autogen`, holding the synthetic day."""
-    name = "dashboard_day"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    influxd.raw_query(f'CREATE RETENTION POLICY "solar" ON "{name}" DURATION INF REPLICATION 1 DEFAULT')
-    db = influxd.client(name)
-    rs = day.reports()
-    lines = [r.line() for r in rs] + day.ingest_lines(rs) + day.health_lines() + day.panel_day_lines()
-    for i in range(0, len(lines), 10000):
-        db.write("\n".join(lines[i:i + 10000]).encode())
-    yield db, rs
-    influxd.raw_query(f'DROP DATABASE "{name}"')
-
-
-def resolve_variables(dash, db, rng: Range, **selected: list[str]) -> dict[str, Var]:
-    """Variables in dashboard order, each query variable run with the ones before it, as Grafana does."""
-    out: dict[str, Var] = {}
-    for spec in dash["templating"]["list"]:
-        var = Var(spec, selected=selected.get(spec["name"]))
-        if spec["type"] == "query":
-            series = db.query(interpolate(spec["query"], out, rng))
-            values = [row[1] for s in series for row in s["values"]]
-            var.options = sort_options(sorted(set(values)), spec["sort"])
-        out[spec["name"]] = var
-    return out
+    with influxd.database("dashday") as db:
+        influxd.raw_query(f'CREATE RETENTION POLICY "solar" ON "{db.db}" DURATION INF REPLICATION 1 DEFAULT')
+        rs = day.reports()
+        lines = [r.line() for r in rs] + day.ingest_lines(rs) + day.health_lines() + day.panel_day_lines()
+        for i in range(0, len(lines), 10000):
+            db.write("\n".join(lines[i:i + 10000]).encode())
+        yield db, rs
 
 
 def run_dashboard(dash, db, variables: dict[str, Var], dash_range: Range = DASH_RANGE,
@@ -354,15 +338,12 @@ HIST_RANGE = Range(HIST_DAY0 + 86400000, HIST_DAY0 + (HIST_DAYS - 1) * 86400000)
 @pytest.fixture(scope="module")
 def rolled_up(influxd):
     """A generated history of 16 days of 4 panels, rolled up by `tigo-execd rollup`."""
-    name = "dashboard_history"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    db = influxd.client(name)
-    write_history(db, HIST_DAY0, HIST_DAYS, 4)
-    done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name),
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
-    yield db
-    influxd.raw_query(f'DROP DATABASE "{name}"')
+    with influxd.database("dashhist") as db:
+        write_history(db, HIST_DAY0, HIST_DAYS, 4)
+        done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", db.db),
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        yield db
 
 
 def test_resolution_follows_time_range(dash, rolled_up, solar_db):
@@ -454,13 +435,10 @@ def test_every_panel_same_on_raw_and_rollups(dash, rolled_up, sfx, max_points):
 
 def test_raw_reports_outside_the_default_rp(dash, influxd):
     """`rollup --rp RP` records RP in the resolution table, so short ranges read the raw reports there."""
-    name = "dashboard_other_rp"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    influxd.raw_query(f'CREATE RETENTION POLICY "raw" ON "{name}" DURATION INF REPLICATION 1')
-    db = influxd.client(name)
-    try:
+    with influxd.database("dashrp") as db:
+        influxd.raw_query(f'CREATE RETENTION POLICY "raw" ON "{db.db}" DURATION INF REPLICATION 1')
         db.write("\n".join(day_lines(HIST_DAY0, HIST_DAYS - 1, 2)).encode(), rp="raw")
-        argv = tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name, "--rp", "raw")
+        argv = tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", db.db, "--rp", "raw")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run(argv, capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
@@ -469,5 +447,3 @@ def test_raw_reports_outside_the_default_rp(dash, influxd):
         assert (variables["res"].render(), variables["sfx"].render()) == ("raw", "")
         total = run_dashboard(dash, db, variables, day_range)["Total power"][0]
         assert total and any(v[1] for v in total[0]["values"])
-    finally:
-        influxd.raw_query(f'DROP DATABASE "{name}"')

@@ -23,11 +23,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from test_dashboard import resolve_variables
 
 from support import ha_venv, telegraf_mqtt
 from support import telegraf_harness as th
-from support.dashboard_grafana import Range, all_panels, interpolate, load
+from support.dashboard_grafana import Range, all_panels, interpolate, load, resolve_variables
 from support.paths import ROOT
 from support.proc import tigo_execd_argv
 from support.servers import MosquittoServer, free_port

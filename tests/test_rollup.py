@@ -47,14 +47,11 @@ def dump(db) -> list:
 
 @pytest.fixture(scope="module")
 def history(influxd):
-    name = "rollup_history"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    db = influxd.client(name)
-    n = write_history(db, DAY0, DAYS, PANELS)
-    done = rollup(influxd.url, name)
-    assert done.returncode == 0, done.stderr
-    yield db, n, done.stderr
-    influxd.raw_query(f'DROP DATABASE "{name}"')
+    with influxd.database("rollhist") as db:
+        n = write_history(db, DAY0, DAYS, PANELS)
+        done = rollup(influxd.url, db.db)
+        assert done.returncode == 0, done.stderr
+        yield db, n, done.stderr
 
 
 def test_rollups_equal_raw_aggregates(history):
@@ -113,11 +110,11 @@ def test_rollups_equal_raw_aggregates(history):
 def test_rerun_changes_nothing(history, influxd):
     db = history[0]
     before = dump(db)
-    again = rollup(influxd.url, "rollup_history")
+    again = rollup(influxd.url, db.db)
     assert again.returncode == 0, again.stderr
     assert "create" not in again.stderr  # the RP and the CQs are there already
     assert dump(db) == before
-    cqs = [row[0] for s in db.query("SHOW CONTINUOUS QUERIES") if s["name"] == "rollup_history"
+    cqs = [row[0] for s in db.query("SHOW CONTINUOUS QUERIES") if s["name"] == db.db
            for row in s["values"]]
     assert sorted(cqs) == ["tigo_power_report_rollup_1h", "tigo_power_report_rollup_1h_energy",
                            "tigo_power_report_rollup_5m"]
@@ -205,25 +202,25 @@ def test_continuous_queries_roll_up_live_data(cq_influxd):
     wait_until(lambda: rows(db, got_q) == want, 30, lambda: f"CQ rollups {rows(db, got_q)} to equal {want}")
 
 
-def test_no_permission_gives_the_admin_commands(influxd_auth):
-    server = influxd_auth
-    server.raw_query('CREATE DATABASE "perm"')
+def test_no_permission_gives_the_admin_commands(influxd_auth, influx_auth_db):
+    server, perm = influxd_auth, influx_auth_db.db
     server.raw_query("CREATE USER writer WITH PASSWORD 'w'")
-    server.raw_query('GRANT ALL ON "perm" TO writer')
-    write_history(server.client("perm"), DAY0, 2, 2)
+    server.raw_query(f'GRANT ALL ON "{perm}" TO writer')
+    write_history(influx_auth_db, DAY0, 2, 2)
     env = {"INFLUX_USER": "writer", "INFLUX_PASS": "w"}
-    refused = rollup(server.url, "perm", env=env)
+    refused = rollup(server.url, perm, env=env)
     assert refused.returncode == 77, refused.stderr
     assert refused.stderr.startswith("E! ") and "Traceback" not in refused.stderr
     assert "may not create retention policies or continuous queries" in refused.stderr
     commands = re.findall(r"-execute '([^']+)'", refused.stderr)
-    assert commands and commands[0].startswith('CREATE RETENTION POLICY "tigo_rollup" ON "perm"')
+    assert commands and commands[0].startswith(f'CREATE RETENTION POLICY "tigo_rollup" ON "{perm}"')
     assert sum(c.startswith("CREATE CONTINUOUS QUERY") for c in commands) == 3
     for c in commands:  # what the admin does
         server.raw_query(c)
-    done = rollup(server.url, "perm", env=env)
+    done = rollup(server.url, perm, env=env)
     assert done.returncode == 0, done.stderr
     assert "create" not in done.stderr
+    server.raw_query('DROP USER "writer"')
 
 
 def test_missing_database_measurement_and_server(influx_db, influxd):
