@@ -18,7 +18,7 @@ from support.servers import free_port
 from support.telegraf_harness import Metric, parse_line
 from support.watchdog_check import MIN, NOON, ns, report
 from tigo_execd import lineproto
-from tigo_execd.ha_discovery import Publisher, Settings
+from tigo_execd.health.homeassistant import Publisher, Settings
 from tigo_execd.influx import Influx
 
 NS = 1_000_000_000

@@ -9,7 +9,8 @@ import time
 
 from support.heal_journal import HOUR, NOW, NOW_NS, NS, T0, expected, journal_of, reports, stored
 from support.servers import free_port
-from tigo_execd import cli, heal
+from tigo_execd import cli
+from tigo_execd.health import heal
 
 SETTLED = NOW_NS - heal.SETTLE_NS  # a report must be older than this
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tigo_execd import registry
-from tigo_execd.registry import MAX_NODES, Registry, address_hex_from_json, id_sort_key, parse_id
+from tigo_execd.identity import registry
+from tigo_execd.identity.registry import MAX_NODES, Registry, address_hex_from_json, id_sort_key, parse_id
 
 TIGO = "04c05b4000a2346f"   # barcode 4-A2346FZ
 OTHER = "0011223344556677"  # not Tigo's prefix: no barcode
