@@ -25,7 +25,7 @@ declare -A MODULES=(
   [exitcodes]="tigo_execd/exitcodes.py | tests/test_barcode.py"
   [barcode]="tigo_execd/identity/barcode.py | tests/test_barcode.py tests/test_registry.py"
   [registry]="tigo_execd/identity/registry.py | tests/test_registry_edges.py tests/test_registry.py tests/test_convert.py"
-  [identity]="tigo_execd/identity/store.py | tests/test_registry.py tests/test_threat_model.py"
+  [identity]="tigo_execd/identity/store.py | tests/test_identity_files.py tests/test_registry.py tests/test_threat_model.py"
   [convert]="tigo_execd/ingest/convert.py | tests/test_convert.py tests/test_registry.py tests/test_clock.py tests/test_threat_model.py"
   [fault_rules]="tigo_execd/analysis/fault_rules.py | tests/test_fault_rules.py tests/test_faults.py"
   [homeassistant]="tigo_execd/health/homeassistant.py | tests/test_ha_entities.py tests/test_homeassistant.py"
@@ -80,7 +80,7 @@ for name in "${modules[@]}"; do
     echo "only_mutate = $source"
     # argparse wiring and help text: the option tests run it through the command line, in child
     # processes mutmut does not see; help text is for people (see docs/development.md)
-    echo "do_not_mutate_patterns = ^def register[(]"
+    echo "do_not_mutate_patterns = ^def (register|add_arguments)[(]"
     echo "also_copy ="  # the tests read the shipped confs, docs and units too
     (cd "$work" && ls -A | grep -vx -e tigo_execd -e tests -e setup.cfg -e pyproject.toml) | sed 's/^/    /'
     echo "pytest_add_cli_args_test_selection ="

@@ -20,7 +20,6 @@ from support.wait import wait_until
 
 PANELS = 6
 DAYS = 9
-DAY0 = (int(time.time() * 1000) // DAY_MS - DAYS - 1) * DAY_MS  # history ends yesterday
 LINE = re.compile(r"gateway_id=(\d+),node_id=(\d+),.*power_w=([\d.]+),.* (\d+)$")
 
 
@@ -46,19 +45,25 @@ def dump(db) -> list:
 
 
 @pytest.fixture(scope="module")
-def history(influxd):
+def day0() -> int:
+    """The first midnight of a history that ends yesterday, read when the tests run (not at import)."""
+    return (int(time.time() * 1000) // DAY_MS - DAYS - 1) * DAY_MS
+
+
+@pytest.fixture(scope="module")
+def history(influxd, day0):
     with influxd.database("rollhist") as db:
-        n = write_history(db, DAY0, DAYS, PANELS)
+        n = write_history(db, day0, DAYS, PANELS)
         done = rollup(influxd.url, db.db)
         assert done.returncode == 0, done.stderr
         yield db, n, done.stderr
 
 
-def test_rollups_equal_raw_aggregates(history):
+def test_rollups_equal_raw_aggregates(history, day0):
     db, n, stderr = history
     assert all(line[:3] in ("I! ", "W! ") for line in stderr.splitlines()), stderr
     assert f"{n} reports" in stderr and f"({DAYS + 2}/{DAYS + 2} days" in stderr  # up to today
-    where = f"WHERE time >= {DAY0}ms AND time < {DAY0 + DAYS * DAY_MS}ms"
+    where = f"WHERE time >= {day0}ms AND time < {day0 + DAYS * DAY_MS}ms"
     by = 'GROUP BY time(1d), "gateway_id", "node_id" fill(none)'
     counts = rows(db, f'SELECT count("power_w") FROM "tigo_power_report" {where} {by}')
     assert len(counts) == PANELS  # the node that appears on the third day included
@@ -71,7 +76,7 @@ def test_rollups_equal_raw_aggregates(history):
                        f"{where} GROUP BY time(5m), {per_node}) {where} {by}")
     buckets: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for d in range(DAYS):
-        for line in day_lines(DAY0, d, PANELS):
+        for line in day_lines(day0, d, PANELS):
             gw, node, p, ns = LINE.search(line).groups()
             ms = int(ns) // 1_000_000
             buckets[(gw, node)][ms - ms % 300000].append(float(p))
@@ -134,11 +139,11 @@ def restart(server: InfluxServer) -> None:
     server._wait_ready(server._ping, 30)
 
 
-def test_resumed_backfill_equals_uninterrupted(own_influxd):
+def test_resumed_backfill_equals_uninterrupted(own_influxd, day0):
     server = own_influxd
     for name in ("whole", "cut"):
         server.raw_query(f'CREATE DATABASE "{name}"')
-        write_history(server.client(name), DAY0, DAYS, 3)
+        write_history(server.client(name), day0, DAYS, 3)
     whole = rollup(server.url, "whole")
     assert whole.returncode == 0, whole.stderr
 
@@ -159,11 +164,11 @@ def test_resumed_backfill_equals_uninterrupted(own_influxd):
     assert dump(server.client("cut")) == dump(server.client("whole"))
 
 
-def test_waits_for_influxdb_to_come_back(own_influxd):
+def test_waits_for_influxdb_to_come_back(own_influxd, day0):
     """InfluxDB restarting mid-backfill: the run waits for it and finishes."""
     server = own_influxd
     server.raw_query('CREATE DATABASE "blip"')
-    write_history(server.client("blip"), DAY0, DAYS, 2)
+    write_history(server.client("blip"), day0, DAYS, 2)
     child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "blip"))
     child.wait_stderr(b"(2/", timeout=60)
     child.proc.send_signal(signal.SIGSTOP)
@@ -202,11 +207,11 @@ def test_continuous_queries_roll_up_live_data(cq_influxd):
     wait_until(lambda: rows(db, got_q) == want, 30, lambda: f"CQ rollups {rows(db, got_q)} to equal {want}")
 
 
-def test_no_permission_gives_the_admin_commands(influxd_auth, influx_auth_db):
+def test_no_permission_gives_the_admin_commands(influxd_auth, influx_auth_db, day0):
     server, perm = influxd_auth, influx_auth_db.db
     server.raw_query("CREATE USER writer WITH PASSWORD 'w'")
     server.raw_query(f'GRANT ALL ON "{perm}" TO writer')
-    write_history(influx_auth_db, DAY0, 2, 2)
+    write_history(influx_auth_db, day0, 2, 2)
     env = {"INFLUX_USER": "writer", "INFLUX_PASS": "w"}
     refused = rollup(server.url, perm, env=env)
     assert refused.returncode == 77, refused.stderr
