@@ -113,3 +113,17 @@ def test_a_damaged_state_file_gives_what_it_still_holds():
     assert Registry().load_json({"version": 1, "gateways": ["a"], "nodes": "b"}) == 0
     with pytest.raises(ValueError, match=r"^not a version 1 tigo-execd registry$"):
         Registry().load_json({"version": 2})
+
+
+def test_a_node_taking_over_addresses_is_said_once_a_window(logged):
+    """Node 3 takes node 2's address (said), then node 5's: a change of its own address and a move,
+    both under node 3's key, within the window: not said again."""
+    reg = Registry()
+    reg.learn_node(1, 2, OTHER, None)
+    reg.learn_node(1, 5, "0011223344556688", None)
+    reg.learn_node(1, 3, OTHER, None)
+    reg.learn_node(1, 3, "0011223344556688", None)
+    assert logged.getvalue().splitlines() == [
+        "W! 0011223344556677 moved from gateway 1 node 2 to gateway 1 node 3; the old id is untagged "
+        "until it is learnt again"]
+    assert (reg.tags(1, 2), reg.tags(1, 5), reg.tags(1, 3)) == ({}, {}, {"node_addr": "0011223344556688"})
