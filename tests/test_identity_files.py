@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from pathlib import Path
 
 import orjson
 import pytest
@@ -114,3 +115,46 @@ def test_a_state_file_that_cannot_be_written_is_one_warning(tmp_path, logged):
 @pytest.mark.parametrize("name, ok", [(LONGEST, True), (LONGEST + "x", False), ("a\tb", False)])
 def test_names_are_printable_and_at_most_64_characters(name, ok):
     assert (parse_names(f"4609,1,{name}", "f")[2] == []) == ok
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("gateway_id,node,panel\nbarcode,panel\n", "f line 2: 'barcode' is neither a barcode nor a gateway id"),
+    ("4609\n", "f line 1: want gateway,node,panel[,string] with ids 0-65535, got '4609'"),
+    ("4609,x,p\n", "f line 1: want gateway,node,panel[,string] with ids 0-65535, got '4609,x,p'"),
+])
+def test_only_the_first_row_may_be_a_header_and_an_id_row_needs_ids(text, problem):
+    assert parse_names(text, "f")[2] == [problem]
+
+
+@pytest.mark.parametrize("rows, listed", [(20, ", ".join(str(n) for n in range(1, 21))),
+                                          (21, ", ".join(str(n) for n in range(1, 21)) + ", ...")])
+def test_up_to_twenty_line_numbers_are_listed(rows, listed):
+    [problem] = parse_names("\n".join(f"4609;{i};p" for i in range(rows)), "f")[2]
+    assert problem.startswith(f"f lines {listed}: fields")
+
+
+def test_the_state_file_read_back_and_what_is_said(tmp_path, logged):
+    path = tmp_path / "registry.json"
+    reg = Registry()
+    reg.learn_node(4609, 2, "04c05b4000a2346f", None)
+    reg.learn_node(4609, 3, "0011223344556677", None)
+    save_state(reg, path)
+    again = Registry()
+    store.load_state(again, path, " (the service's)")
+    assert again.nodes == reg.nodes
+    assert logged.getvalue() == f"I! node registry {path} (the service's): 2 nodes, 1 with a barcode\n"
+    path.write_text('{"version": 1, "nodes": {"x": {"1": {}}}}')
+    store.load_state(Registry(), path)
+    assert f"W! node registry {path}: skipped 1 malformed entries\n" in logged.getvalue()
+    path.write_text("{")
+    store.load_state(Registry(), path)
+    assert f"W! node registry {path} is unusable (" in logged.getvalue()
+    store.load_state(Registry(), tmp_path / "none.json")
+    assert f"D! no node registry at {tmp_path / 'none.json'} yet: starting empty" in logged.getvalue()
+
+
+def test_the_state_file_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    assert store.state_path(None) == tmp_path / "registry.json"
+    assert store.state_path(Path("")) is None and store.state_path(Path(".")) is None
+    assert store.state_path(tmp_path / "r.json") == tmp_path / "r.json"
