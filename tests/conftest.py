@@ -20,7 +20,9 @@ from support.paths import OUTPUT, ROOT
 from support.servers import InfluxServer, MosquittoServer
 from tigo_execd.log import log
 
-SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "module_db", "influx_auth_db", "mosquitto"}
+# a module's own server (own_influxd, cq_influxd) counts too
+SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "module_db", "influx_auth_db", "mosquitto",
+                   "own_influxd", "cq_influxd"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
