@@ -27,7 +27,7 @@ declare -A MODULES=(
   [registry]="tigo_execd/identity/registry.py | tests/test_registry_edges.py tests/test_registry.py tests/test_convert.py"
   [identity]="tigo_execd/identity/store.py | tests/test_identity_files.py tests/test_registry.py tests/test_threat_model.py"
   [convert]="tigo_execd/ingest/convert.py | tests/test_convert.py tests/test_registry.py tests/test_clock.py tests/test_threat_model.py"
-  [fault_rules]="tigo_execd/analysis/fault_rules.py | tests/test_fault_rules.py tests/test_faults.py"
+  [fault_rules]="tigo_execd/analysis/fault_rules.py | tests/test_fault_rules.py"
   [homeassistant]="tigo_execd/health/homeassistant.py | tests/test_ha_entities.py tests/test_homeassistant.py"
   [heal]="tigo_execd/health/heal.py | tests/test_heal_inproc.py"
 )
