@@ -21,7 +21,7 @@ from support.servers import InfluxServer, MosquittoServer
 from tigo_execd.log import log
 
 # a module's own server (own_influxd, cq_influxd) counts too
-SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "module_db", "influx_auth_db", "mosquitto",
+SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "influx_auth_db", "mosquitto",
                    "own_influxd", "cq_influxd"}
 
 
@@ -92,13 +92,6 @@ def influxd_auth():
 def influx_db(influxd):
     """An empty database of its own for one test, dropped after it; a tigo_execd.influx.Influx client."""
     with influxd.database() as db:
-        yield db
-
-
-@pytest.fixture(scope="module")
-def module_db(influxd):
-    """An empty database of its own for one test module (which fills it once), dropped after it."""
-    with influxd.database("m") as db:
         yield db
 
 

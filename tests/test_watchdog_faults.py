@@ -15,11 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_faults_physical import INJECTED, SITES
 
 from support import physsite, site
 from support import telegraf_harness as th
 from support.paths import ROOT
+from support.physsite_sites import INJECTED, SITES
 from support.proc import descendants, pid_alive, tigo_execd_argv
 from support.service_env import telegraf_env
 from support.wait import wait_until, wait_until_async
