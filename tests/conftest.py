@@ -9,7 +9,6 @@ tier; `slow` marks the soak and the fuzz properties.
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -21,8 +20,9 @@ from support.paths import OUTPUT, ROOT
 from support.servers import InfluxServer, MosquittoServer
 from tigo_execd.log import log
 
-SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "mosquitto"}
-_db_names = itertools.count()
+# a module's own server (own_influxd, cq_influxd) counts too
+SERVER_FIXTURES = {"influxd", "influxd_auth", "influx_db", "influx_auth_db", "mosquitto",
+                   "own_influxd", "cq_influxd"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,11 +90,16 @@ def influxd_auth():
 
 @pytest.fixture
 def influx_db(influxd):
-    """An empty database of its own for one test; returns a tigo_execd.influx.Influx client."""
-    name = f"t{os.getpid()}_{next(_db_names)}"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    yield influxd.client(name)
-    influxd.raw_query(f'DROP DATABASE "{name}"')
+    """An empty database of its own for one test, dropped after it; a tigo_execd.influx.Influx client."""
+    with influxd.database() as db:
+        yield db
+
+
+@pytest.fixture
+def influx_auth_db(influxd_auth):
+    """As influx_db, on the server that checks credentials (the client is the admin)."""
+    with influxd_auth.database() as db:
+        yield db
 
 
 @pytest.fixture(scope="session")

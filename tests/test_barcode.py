@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from support.paths import DATA
 from support.proc import tigo_execd_argv
+from tigo_execd import cli, exitcodes
+from tigo_execd.identity import barcode
 from tigo_execd.identity.barcode import (
     CHECK_LETTERS,
     address_colon,
@@ -22,6 +24,7 @@ from tigo_execd.identity.barcode import (
     address_to_barcode,
     barcode_to_address,
     is_valid_barcode,
+    parse_address,
 )
 
 SAMPLES = DATA / "barcode-samples.jsonl"
@@ -164,3 +167,39 @@ def test_cli_usage_error_exits_64() -> None:
     r = run()
     assert r.returncode == 64
     assert "E! " in r.stderr
+
+
+def test_the_crc_table_is_the_polynomial_remainder_of_each_byte() -> None:
+    """Each entry is (byte * x^4) mod (x^4 + x + 1), by long division here (barcode.py shifts)."""
+    def remainder(value: int) -> int:
+        for bit in range(11, 3, -1):  # value * x^4 has degree <= 11
+            if value & (1 << bit):
+                value ^= 0b10011 << (bit - 4)
+        return value
+    assert barcode._crc_table() == tuple(remainder(b << 4) for b in range(256))
+
+
+def test_address_errors_say_what_an_address_is() -> None:
+    with pytest.raises(ValueError) as bad:
+        parse_address("04:C0:5B")
+    assert str(bad.value) == "not a node address: '04:C0:5B' (want 8 bytes as 04:C0:5B:40:00:A2:34:6F " \
+                             "or 04c05b4000a2346f)"
+    assert parse_address([4, 0xC0, 0x5B, 0x40, 0, 0xA2, 0x34, 255]) == bytes.fromhex("04c05b4000a234ff")
+    with pytest.raises(ValueError, match=r"^not a barcode: 42$"):
+        barcode_to_address(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argv, out, err", [
+    (["04:C0:5B:40:00:A2:34:6F"], "4-A2346FZ\n", ""),
+    (["4-A2346FZ"], "04:C0:5B:40:00:A2:34:6F\n", ""),
+    (["--hex", " 4-a2346fz "], "04c05b4000a2346f\n", ""),
+    (["00:11:22:33:44:55:66:77"], "", "E! 00:11:22:33:44:55:66:77 has no barcode: only addresses starting "
+                                     "04:C0:5B (Tigo) have one\n"),
+    (["4-A2346FG"], "", "E! wrong check letter in barcode '4-A2346FG': 'G', expected 'Z' for 4-A2346F: "
+                        "a digit may be misread\n"),
+])
+def test_the_command_in_process(argv, out, err, capsys, logged) -> None:
+    """The same command through cli.main in this process, so that mutation testing reaches it."""
+    assert cli.main(["barcode", *argv]) == (exitcodes.DATAERR if err else exitcodes.OK)
+    assert capsys.readouterr().out == out
+    assert logged.getvalue() == err

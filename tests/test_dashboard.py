@@ -21,7 +21,7 @@ from support.dashboard_grafana import (
     interval_ms,
     load,
     panel_range,
-    sort_options,
+    resolve_variables,
 )
 from support.dashboard_render import render
 from support.paths import ROOT
@@ -116,29 +116,13 @@ def test_variables(dash):
 @pytest.fixture(scope="module")
 def solar_db(influxd):
     """A database whose default retention policy is not `autogen`, holding the synthetic day."""
-    name = "dashboard_day"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    influxd.raw_query(f'CREATE RETENTION POLICY "solar" ON "{name}" DURATION INF REPLICATION 1 DEFAULT')
-    db = influxd.client(name)
-    rs = day.reports()
-    lines = [r.line() for r in rs] + day.ingest_lines(rs) + day.health_lines() + day.panel_day_lines()
-    for i in range(0, len(lines), 10000):
-        db.write("\n".join(lines[i:i + 10000]).encode())
-    yield db, rs
-    influxd.raw_query(f'DROP DATABASE "{name}"')
-
-
-def resolve_variables(dash, db, rng: Range, **selected: list[str]) -> dict[str, Var]:
-    """Variables in dashboard order, each query variable run with the ones before it, as Grafana does."""
-    out: dict[str, Var] = {}
-    for spec in dash["templating"]["list"]:
-        var = Var(spec, selected=selected.get(spec["name"]))
-        if spec["type"] == "query":
-            series = db.query(interpolate(spec["query"], out, rng))
-            values = [row[1] for s in series for row in s["values"]]
-            var.options = sort_options(sorted(set(values)), spec["sort"])
-        out[spec["name"]] = var
-    return out
+    with influxd.database("dashday") as db:
+        influxd.raw_query(f'CREATE RETENTION POLICY "solar" ON "{db.db}" DURATION INF REPLICATION 1 DEFAULT')
+        rs = day.reports()
+        lines = [r.line() for r in rs] + day.ingest_lines(rs) + day.health_lines() + day.panel_day_lines()
+        for i in range(0, len(lines), 10000):
+            db.write("\n".join(lines[i:i + 10000]).encode())
+        yield db, rs
 
 
 def run_dashboard(dash, db, variables: dict[str, Var], dash_range: Range = DASH_RANGE,
@@ -347,31 +331,36 @@ def test_readme_picture_is_committed():
 # ---- resolution: raw reports for short ranges, rollups for long ones ----
 
 HIST_DAYS = 16
-HIST_DAY0 = (int(time.time() * 1000) // 86400000 - HIST_DAYS) * 86400000
-HIST_RANGE = Range(HIST_DAY0 + 86400000, HIST_DAY0 + (HIST_DAYS - 1) * 86400000)  # 14 whole days
 
 
 @pytest.fixture(scope="module")
-def rolled_up(influxd):
+def hist_day0() -> int:
+    """The history's first midnight, HIST_DAYS before today (read when the tests run, not at import)."""
+    return (int(time.time() * 1000) // 86400000 - HIST_DAYS) * 86400000
+
+
+def hist_range(day0: int) -> Range:
+    return Range(day0 + 86400000, day0 + (HIST_DAYS - 1) * 86400000)  # 14 whole days
+
+
+@pytest.fixture(scope="module")
+def rolled_up(influxd, hist_day0):
     """A generated history of 16 days of 4 panels, rolled up by `tigo-execd rollup`."""
-    name = "dashboard_history"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    db = influxd.client(name)
-    write_history(db, HIST_DAY0, HIST_DAYS, 4)
-    done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name),
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
-    yield db
-    influxd.raw_query(f'DROP DATABASE "{name}"')
+    with influxd.database("dashhist") as db:
+        write_history(db, hist_day0, HIST_DAYS, 4)
+        done = subprocess.run(tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", db.db),
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        yield db
 
 
-def test_resolution_follows_time_range(dash, rolled_up, solar_db):
+def test_resolution_follows_time_range(dash, rolled_up, solar_db, hist_day0):
     by_name = {v["name"]: v for v in dash["templating"]["list"]}
     for name in ("res", "sfx"):  # hidden, asked again at every time range change
         v = by_name[name]
         assert v["refresh"] == 2 and v["hide"] == 2 and not v["multi"] and v["current"]["value"] == ""
         assert "${__to} - ${__from}" in v["query"]
-    to = HIST_RANGE.to_ms
+    to = hist_range(hist_day0).to_ms
     picked = {}
     for days in (1, 6.9, 7, 30, 59, 60, 365):
         variables = resolve_variables(dash, rolled_up, Range(to - int(days * 86400000), to))
@@ -415,18 +404,19 @@ MEANS = {"Total power", "Peak power", "Power per node", "Input voltage", "Output
 
 
 @pytest.mark.parametrize("sfx,max_points", [("_5m", 1000), ("_1h", 150)])
-def test_every_panel_same_on_raw_and_rollups(dash, rolled_up, sfx, max_points):
+def test_every_panel_same_on_raw_and_rollups(dash, rolled_up, sfx, max_points, hist_day0):
     """Forced to raw reports and to a rollup, every panel shows the same: counts, energy and sums
     exactly; means (mean of the rollup's means) within 2 % where the bucket is in full daylight."""
-    variables = resolve_variables(dash, rolled_up, HIST_RANGE)
+    rng = hist_range(hist_day0)
+    variables = resolve_variables(dash, rolled_up, rng)
     assert variables["sfx"].render() == "_5m"  # what a 14-day range picks
     for name in ("res", "sfx"):
         variables[name] = Var(variables[name].spec, selected=[""])
-    raw = run_dashboard(dash, rolled_up, variables, HIST_RANGE, max_points)
+    raw = run_dashboard(dash, rolled_up, variables, rng, max_points)
     variables["res"] = Var(variables["res"].spec, selected=["tigo_rollup"])
     variables["sfx"] = Var(variables["sfx"].spec, selected=[sfx])
-    roll = run_dashboard(dash, rolled_up, variables, HIST_RANGE, max_points)
-    step = interval_ms(HIST_RANGE.from_ms, HIST_RANGE.to_ms, {"interval": "3m"}, max_points)
+    roll = run_dashboard(dash, rolled_up, variables, rng, max_points)
+    step = interval_ms(rng.from_ms, rng.to_ms, {"interval": "3m"}, max_points)
     assert step % {"_5m": 300000, "_1h": 3600000}[sfx] == 0, step
     worst = {}
     for title, targets in raw.items():
@@ -452,22 +442,17 @@ def test_every_panel_same_on_raw_and_rollups(dash, rolled_up, sfx, max_points):
     assert raw.keys() >= EXACT
 
 
-def test_raw_reports_outside_the_default_rp(dash, influxd):
+def test_raw_reports_outside_the_default_rp(dash, influxd, hist_day0):
     """`rollup --rp RP` records RP in the resolution table, so short ranges read the raw reports there."""
-    name = "dashboard_other_rp"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    influxd.raw_query(f'CREATE RETENTION POLICY "raw" ON "{name}" DURATION INF REPLICATION 1')
-    db = influxd.client(name)
-    try:
-        db.write("\n".join(day_lines(HIST_DAY0, HIST_DAYS - 1, 2)).encode(), rp="raw")
-        argv = tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", name, "--rp", "raw")
+    with influxd.database("dashrp") as db:
+        influxd.raw_query(f'CREATE RETENTION POLICY "raw" ON "{db.db}" DURATION INF REPLICATION 1')
+        db.write("\n".join(day_lines(hist_day0, HIST_DAYS - 1, 2)).encode(), rp="raw")
+        argv = tigo_execd_argv("rollup", "--influx-url", influxd.url, "--db", db.db, "--rp", "raw")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run(argv, capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
-        day_range = Range(HIST_DAY0 + (HIST_DAYS - 1) * 86400000, HIST_DAY0 + HIST_DAYS * 86400000)
+        day_range = Range(hist_day0 + (HIST_DAYS - 1) * 86400000, hist_day0 + HIST_DAYS * 86400000)
         variables = resolve_variables(dash, db, day_range)
         assert (variables["res"].render(), variables["sfx"].render()) == ("raw", "")
         total = run_dashboard(dash, db, variables, day_range)["Total power"][0]
         assert total and any(v[1] for v in total[0]["values"])
-    finally:
-        influxd.raw_query(f'DROP DATABASE "{name}"')

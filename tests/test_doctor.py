@@ -8,7 +8,6 @@ temporary /etc/telegraf; the settings come from an /etc/default/telegraf of the 
 from __future__ import annotations
 
 import grp
-import json
 import os
 import shutil
 import subprocess
@@ -271,12 +270,6 @@ def test_mqtt_broker_down(site):
     rc, checks = doctor(site, "--mqtt-server", f"tcp://127.0.0.1:{free_port()}")
     assert rc == 1 and checks["mqtt"].startswith("FAIL")
     assert "fix: start the broker" in checks["mqtt"]
-
-
-def test_shipped_option_list_is_the_tests_copy():
-    package = json.loads((ROOT / "tigo_execd" / "data" / "telegraf-plugin-options.json").read_text())
-    tests = json.loads((ROOT / "tests" / "data" / "telegraf-plugin-options.json").read_text())
-    assert package == tests
 
 
 # ---------------------------------------------------------------- other outputs of the main Telegraf

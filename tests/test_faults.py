@@ -28,7 +28,6 @@ from tigo_execd.influx import Influx
 
 NOW = "2026-06-22T00:00:00Z"  # the end of the generated week
 LOCATED = ["--latitude", str(site.LATITUDE), "--longitude", str(site.LONGITUDE)]
-_dbs = iter(range(1_000_000))
 
 
 def faults(url: str, db: str, *args: str,
@@ -49,26 +48,18 @@ def kinds(found: list[dict[str, object]]) -> dict[tuple[object, object], set[tup
     return out
 
 
-def new_db(server: InfluxServer) -> Influx:
-    name = f"faults{os.getpid()}_{next(_dbs)}"
-    server.raw_query(f'CREATE DATABASE "{name}"')
-    return server.client(name)
-
-
 @pytest.fixture(scope="module")
 def faulty(influxd: InfluxServer) -> Iterator[Influx]:
-    db = new_db(influxd)
-    site.standard(site.INJECTED).write(db)
-    yield db
-    influxd.raw_query(f'DROP DATABASE "{db.db}"')
+    with influxd.database("faults") as db:
+        site.standard(site.INJECTED).write(db)
+        yield db
 
 
 @pytest.fixture(scope="module")
 def clean(influxd: InfluxServer) -> Iterator[Influx]:
-    db = new_db(influxd)
-    site.standard().write(db)
-    yield db
-    influxd.raw_query(f'DROP DATABASE "{db.db}"')
+    with influxd.database("faults") as db:
+        site.standard().write(db)
+        yield db
 
 
 @pytest.fixture
@@ -128,8 +119,8 @@ def test_a_threshold_moves_with_its_option(influxd, faulty):
     assert "bypass_diode" in {f["kind"] for f in found}
 
 
-def test_shade_alone_is_info_and_exits_0(influxd):
-    db = new_db(influxd)
+def test_shade_alone_is_info_and_exits_0(influxd, influx_db):
+    db = influx_db
     shaded = site.Site(site.panels({4609: {"east": 6}}), days=4, weather=("sunny",),
                        faults={(4609, 4): site.Fault("shaded", 0.3, hours=(15.0, 16.5))})
     shaded.write(db)
@@ -156,8 +147,8 @@ def test_the_warn_findings_and_the_daily_metric(faulty):
     assert days[0].tags["barcode"] == "4-090005Z"
 
 
-def test_no_data_is_said_and_is_no_fault(influxd):
-    db = new_db(influxd)
+def test_no_data_is_said_and_is_no_fault(influxd, influx_db):
+    db = influx_db
     proc = faults(influxd.url, db.db)
     assert proc.returncode == 0
     assert "no reports in" in proc.stdout and "nothing to judge" in proc.stdout
@@ -167,8 +158,8 @@ def test_no_data_is_said_and_is_no_fault(influxd):
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])
-def test_too_few_peers_to_judge(influxd, count):
-    db = new_db(influxd)
+def test_too_few_peers_to_judge(influxd, count, influx_db):
+    db = influx_db
     small = site.Site(site.panels({4609: {"east": count}}), days=3,
                       faults={(4609, 2): site.Fault("underperforming", 0.5)})
     small.write(db)
@@ -177,8 +168,8 @@ def test_too_few_peers_to_judge(influxd, count):
     assert f"gateway 4609 has {count} panel" in proc.stdout and "too few peers to judge" in proc.stdout
 
 
-def test_a_gateway_whose_panels_all_stop_is_the_gateways_problem_said_once(influxd):
-    db = new_db(influxd)
+def test_a_gateway_whose_panels_all_stop_is_the_gateways_problem_said_once(influxd, influx_db):
+    db = influx_db
     stopped = site.standard(stop={4610: site.DAY0 + 4 * 86400 + 12 * 3600})
     stopped.write(db)
     found = findings(faults(influxd.url, db.db, "--format", "json", *LOCATED))
@@ -187,18 +178,18 @@ def test_a_gateway_whose_panels_all_stop_is_the_gateways_problem_said_once(influ
     assert found[0]["since"] == "2026-06-19T12:00:00Z"
 
 
-def test_nodes_renumbered_mid_window_are_no_fault(influxd):
-    db = new_db(influxd)
+def test_nodes_renumbered_mid_window_are_no_fault(influxd, influx_db):
+    db = influx_db
     moved = {(4609, n): (4609, 40 + n, site.DAY0 + 3 * 86400 + 11 * 3600) for n in (2, 3, 4)}
     site.standard(renumber=moved).write(db)
     proc = faults(influxd.url, db.db, "--format", "json", *LOCATED)
     assert (proc.returncode, findings(proc)) == (0, [])
 
 
-def test_a_clock_jump_is_no_fault(influxd):
+def test_a_clock_jump_is_no_fault(influxd, influx_db):
     """The host running taptap jumps back 8 hours for 3 hours of day 3: noon's reports are stamped
     03:00-06:00 and replace that dawn's (same series, same times); the site is clean and stays so."""
-    db = new_db(influxd)
+    db = influx_db
     noon = site.DAY0 + 2 * 86400 + 11 * 3600
     site.standard(clock_jump=(noon, noon + 3 * 3600, -8 * 3600)).write(db)
     for args in ([], LOCATED):

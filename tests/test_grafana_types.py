@@ -31,10 +31,9 @@ import shutil
 import subprocess
 
 import pytest
-from test_dashboard import resolve_variables
-from test_homeassistant import load_demo
 
-from support.dashboard_grafana import Range, interpolate
+from support.dashboard_grafana import Range, interpolate, resolve_variables
+from support.ha_conf import load_demo
 from support.paths import ROOT, TESTS
 from support.proc import tigo_execd_argv
 

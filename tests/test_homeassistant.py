@@ -15,50 +15,24 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from test_dashboard import resolve_variables
 
 from support import ha_venv, telegraf_mqtt
 from support import telegraf_harness as th
-from support.dashboard_grafana import Range, all_panels, interpolate, load
-from support.paths import ROOT
+from support.dashboard_grafana import Range, all_panels, interpolate, load, resolve_variables
+from support.ha_conf import CONF, NAMES, Retained, ha_env, load_demo, published, run_once
 from support.proc import tigo_execd_argv
 from support.servers import MosquittoServer, free_port
 from support.wait import wait_until
 from tigo_execd import lineproto
 
-CONF = ROOT / "telegraf" / "tigo-health.conf"
 NS = 1_000_000_000
-NAMES = [  # gateway, node, panel name as the names file has it
-    ("4610", "2", 'Süd "1" / 🌞'), ("4610", "3", "east roof, left"), ("4611", "2", "O'Brien's"),
-    ("4611", "3", "a/b/c"), ("4609", "2", "  ")]  # blank: not a name, the barcode is used
 NUMERIC = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
-
-
-def names_file(tmp_path) -> str:
-    path = tmp_path / "names.csv"
-    rows = ["# gateway,node,panel"] + [f'{g},{n},"{p.replace(chr(34), chr(34) * 2)}"'
-                                       for g, n, p in NAMES if p.strip()]
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def load_demo(influx_db, tmp_path) -> int:
-    """The demo day (ending now) with a names file; returns the newest report's time."""
-    done = subprocess.run(tigo_execd_argv("run", "--demo", "--stats-interval", "0", "--names",
-                                          names_file(tmp_path)),
-                          capture_output=True, timeout=120, check=True)
-    lines = done.stdout.splitlines(True)
-    for i in range(0, len(lines), 20000):
-        influx_db.write(b"".join(lines[i:i + 20000]))
-    return max(int(line.rsplit(b" ", 1)[1]) for line in lines)
 
 
 def tz_with_midnight_at(epoch_s: int) -> str:
@@ -70,37 +44,6 @@ def tz_with_midnight_at(epoch_s: int) -> str:
     sign = "-" if west < 0 else "+"
     h, rem = divmod(abs(west), 3600)
     return f"<TST>{sign}{h:02d}:{rem // 60:02d}:{rem % 60:02d}"
-
-
-def ha_env(influx_db, base: str, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "INFLUX_URL": influx_db.url, "INFLUX_DB": influx_db.db,
-            "HA_DISCOVERY_PREFIX": f"{base}/ha", "HA_TOPIC_BASE": f"{base}/tigo",
-            "MQTT_TOPIC": f"{base}/tigo/health", **extra}
-
-
-def conf_command(env: dict[str, str]) -> list[str]:
-    """The homeassistant command line of the shipped conf, with env as Telegraf would expand it."""
-    [execd] = [p for p in th.load_config(config=CONF, env=env).inputs
-               if "homeassistant" in p.options["command"]]
-    return list(execd.options["command"])
-
-
-def run_once(env: dict[str, str], *extra: str) -> list[th.Metric]:
-    argv = tigo_execd_argv(*conf_command(env)[1:], "--once", *extra)
-    done = subprocess.run(argv, capture_output=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
-    assert done.returncode == 0, done.stderr
-    assert not [l for l in done.stderr.decode().splitlines() if l[:3] not in ("I! ", "D! ")]
-    return [th.parse_line(l) for l in done.stdout.decode().splitlines()]
-
-
-def published(metrics: list[th.Metric], env: dict[str, str]) -> dict[str, bytes]:
-    """topic -> payload, through every outputs.mqtt of the shipped conf (the last one wins)."""
-    out: dict[str, bytes] = {}
-    for plugin in th.load_config(config=CONF, env=env).outputs:
-        if plugin.kind == "outputs.mqtt":
-            out.update(telegraf_mqtt.messages(metrics, plugin.options))
-    return out
 
 
 def health_payloads(env: dict[str, str]) -> list[bytes]:
@@ -312,30 +255,6 @@ def test_discovery_off_and_bad_settings(influx_db):
 
 
 # ---------------------------------------------------------------- end to end, the shipped conf
-
-
-class Retained:
-    """A subscriber that keeps the newest retained message per topic under a prefix."""
-
-    def __init__(self, port: int, pattern: str) -> None:
-        self.got: dict[str, bytes] = {}
-        self.history: dict[str, list[bytes]] = {}
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ha-{os.getpid()}")
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, *a: c.subscribe(pattern, qos=1)
-        self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()  # paho's network thread
-
-    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
-        with self.lock:
-            self.got[message.topic] = message.payload
-            self.history.setdefault(message.topic, []).append(message.payload)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.mark.timeout(1500)  # the first run on a machine makes Home Assistant's venv (minutes)

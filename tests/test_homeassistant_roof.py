@@ -18,10 +18,10 @@ from collections.abc import Callable
 from xml.etree import ElementTree
 
 import pytest
-from test_homeassistant import CONF, Retained, conf_command, ha_env, load_demo, published, run_once
 
 from support import ha_venv, telegraf_mqtt
 from support import telegraf_harness as th
+from support.ha_conf import CONF, Retained, conf_command, ha_env, load_demo, published, run_once
 from support.paths import ROOT
 from support.proc import Child, tigo_execd_argv
 from support.servers import free_port

@@ -34,11 +34,15 @@ from tigo_execd.ingest.output import Output
 from tigo_execd.ingest.sources import Source, TaptapSource
 from tigo_execd.log import log
 
-# dated now, to the second, as taptap dates by the host clock (the clock check judges it)
-REPORT = (b'{"gateway":{"id":4609},"node":{"id":%d},"timestamp":"'
-          + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()).encode() + b'.%06d+00:00",'
-          b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
-          b'"temperature":26.8,"rssi":132}\n')
+
+def report_template() -> bytes:
+    """A report dated now, to the second, as taptap dates by the host clock (the clock check
+    judges it); `% (node, microseconds)` completes it. Read when used, never at import."""
+    return (b'{"gateway":{"id":4609},"node":{"id":%d},"timestamp":"'
+            + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()).encode() + b'.%06d+00:00",'
+            b'"voltage_in":30.6,"voltage_out":30.2,"current":6.94,"dc_dc_duty_cycle":1.0,'
+            b'"temperature":26.8,"rssi":132}\n')
+
 WARM_UP = 5
 SLACK_FDS = 2  # a lazily created fd (e.g. a thread pool's) may appear late once; a leak grows by cycles
 
@@ -60,7 +64,7 @@ class Snapshot:
 
 
 def report(n: int) -> bytes:
-    return REPORT % (n % 1000 + 1, n)
+    return report_template() % (n % 1000 + 1, n)
 
 
 class Pipeline:
@@ -146,7 +150,7 @@ def test_1000_taptap_restarts_leak_nothing(tmp_path, monkeypatch):
     counter.write_text("0")
     # a taptap that prints one report (a new node and time each start) and waits to be killed
     script = (f'n=$(cat {counter}); echo $((n + 1)) > {counter}; '
-              f'printf \'{REPORT.decode().rstrip()}\\n\' $((n % 1000 + 1)) $n; exec sleep 1000')
+              f'printf \'{report_template().decode().rstrip()}\\n\' $((n % 1000 + 1)) $n; exec sleep 1000')
     source = TaptapSource(["/bin/sh", "-c", script])
     source.supervisor.min_delay = source.supervisor.max_delay = 0
 

@@ -236,3 +236,34 @@ def test_clock_jumps_start_new_files_and_never_touch_old_ones(tmp_path):
     assert sorted(x for p in files for x in read_file(p).lines) == sorted(
         line(i, t).rstrip() for i, t in ((1, NOW), (2, NOW - 2 * HOUR_NS), (3, NOW + 60 * NS),
                                          (4, NOW + 120 * NS)))
+
+
+def seeded(tmp_path, sizes: dict[str, int]):
+    """A journal directory holding files of the given names and sizes (their reports' hours)."""
+    directory = tmp_path / "j"
+    directory.mkdir(parents=True)
+    for name, size in sizes.items():
+        (directory / name).write_bytes(b"x" * size)
+    return directory
+
+
+def test_journal_days_deletes_files_a_whole_day_older_than_the_newest_report(tmp_path):
+    """The reports are of 2026-11-20T10: with --journal-days 1 a file of 2026-11-19T10 (its hour
+    ended exactly a day before 11:00) goes, one of T11 stays; the default 14 days keep both."""
+    names = {"tigo-20261119T10-1.lp.gz": 100, "tigo-20261119T11-2.lp.gz": 100}
+    for args, kept in ((["--journal-days", "1"], ["tigo-20261119T11-2.lp.gz"]), ([], sorted(names))):
+        directory = seeded(tmp_path / str(len(args)), names)
+        proc = run_child(tmp_path, "--journal", str(directory), *args, count=3)
+        assert finish_after(proc, 3) and proc.returncode == 0
+        assert sorted(p.name for p in journal_files(directory))[:-1] == kept  # and the new file
+
+
+def test_journal_max_mb_deletes_the_oldest_files_beyond_the_cap(tmp_path):
+    names = {"tigo-20261120T08-1.lp.gz": 600_000, "tigo-20261120T09-2.lp.gz": 600_000}
+    directory = seeded(tmp_path, names)
+    proc = run_child(tmp_path, "--journal", str(directory), "--journal-max-mb", "1", count=3)
+    _, err = finish_after(proc, 3)
+    assert proc.returncode == 0
+    left = sorted(p.name for p in journal_files(directory))
+    assert left[0] == "tigo-20261120T09-2.lp.gz" and len(left) == 2  # 1.2 MB > 1 MiB: one goes
+    assert b"I! journal: deleted tigo-20261120T08-1.lp.gz to stay within the size cap (1 MiB)" in err

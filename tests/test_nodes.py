@@ -188,12 +188,11 @@ def test_default_window_ends_now(influx_db) -> None:
         ("2", 1, "low"), ("1", 3, "ok")]
 
 
-def test_influx_errors_exit_codes(influxd_auth, influx_db) -> None:
+def test_influx_errors_exit_codes(influxd_auth, influx_auth_db, influx_db) -> None:
     r = subprocess.run(tigo_execd_argv("nodes", "--influx-url", f"http://127.0.0.1:{free_port()}"),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 69 and "unreachable" in r.stderr and r.stderr.startswith("E! ")
-    influxd_auth.client("bms").query('CREATE DATABASE "bms"')
-    base = tigo_execd_argv("nodes", "--influx-url", influxd_auth.url)
+    base = tigo_execd_argv("nodes", "--influx-url", influxd_auth.url, "--db", influx_auth_db.db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
     r = subprocess.run(base, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 77 and "INFLUX_USER" in r.stderr

@@ -20,7 +20,6 @@ from support.wait import wait_until
 
 PANELS = 6
 DAYS = 9
-DAY0 = (int(time.time() * 1000) // DAY_MS - DAYS - 1) * DAY_MS  # history ends yesterday
 LINE = re.compile(r"gateway_id=(\d+),node_id=(\d+),.*power_w=([\d.]+),.* (\d+)$")
 
 
@@ -46,22 +45,25 @@ def dump(db) -> list:
 
 
 @pytest.fixture(scope="module")
-def history(influxd):
-    name = "rollup_history"
-    influxd.raw_query(f'CREATE DATABASE "{name}"')
-    db = influxd.client(name)
-    n = write_history(db, DAY0, DAYS, PANELS)
-    done = rollup(influxd.url, name)
-    assert done.returncode == 0, done.stderr
-    yield db, n, done.stderr
-    influxd.raw_query(f'DROP DATABASE "{name}"')
+def day0() -> int:
+    """The first midnight of a history that ends yesterday, read when the tests run (not at import)."""
+    return (int(time.time() * 1000) // DAY_MS - DAYS - 1) * DAY_MS
 
 
-def test_rollups_equal_raw_aggregates(history):
+@pytest.fixture(scope="module")
+def history(influxd, day0):
+    with influxd.database("rollhist") as db:
+        n = write_history(db, day0, DAYS, PANELS)
+        done = rollup(influxd.url, db.db)
+        assert done.returncode == 0, done.stderr
+        yield db, n, done.stderr
+
+
+def test_rollups_equal_raw_aggregates(history, day0):
     db, n, stderr = history
     assert all(line[:3] in ("I! ", "W! ") for line in stderr.splitlines()), stderr
     assert f"{n} reports" in stderr and f"({DAYS + 2}/{DAYS + 2} days" in stderr  # up to today
-    where = f"WHERE time >= {DAY0}ms AND time < {DAY0 + DAYS * DAY_MS}ms"
+    where = f"WHERE time >= {day0}ms AND time < {day0 + DAYS * DAY_MS}ms"
     by = 'GROUP BY time(1d), "gateway_id", "node_id" fill(none)'
     counts = rows(db, f'SELECT count("power_w") FROM "tigo_power_report" {where} {by}')
     assert len(counts) == PANELS  # the node that appears on the third day included
@@ -74,7 +76,7 @@ def test_rollups_equal_raw_aggregates(history):
                        f"{where} GROUP BY time(5m), {per_node}) {where} {by}")
     buckets: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for d in range(DAYS):
-        for line in day_lines(DAY0, d, PANELS):
+        for line in day_lines(day0, d, PANELS):
             gw, node, p, ns = LINE.search(line).groups()
             ms = int(ns) // 1_000_000
             buckets[(gw, node)][ms - ms % 300000].append(float(p))
@@ -113,11 +115,11 @@ def test_rollups_equal_raw_aggregates(history):
 def test_rerun_changes_nothing(history, influxd):
     db = history[0]
     before = dump(db)
-    again = rollup(influxd.url, "rollup_history")
+    again = rollup(influxd.url, db.db)
     assert again.returncode == 0, again.stderr
     assert "create" not in again.stderr  # the RP and the CQs are there already
     assert dump(db) == before
-    cqs = [row[0] for s in db.query("SHOW CONTINUOUS QUERIES") if s["name"] == "rollup_history"
+    cqs = [row[0] for s in db.query("SHOW CONTINUOUS QUERIES") if s["name"] == db.db
            for row in s["values"]]
     assert sorted(cqs) == ["tigo_power_report_rollup_1h", "tigo_power_report_rollup_1h_energy",
                            "tigo_power_report_rollup_5m"]
@@ -133,13 +135,13 @@ def own_influxd():
 OUTAGE_DAYS = 60 + DAYS + 2  # the backfill of an outage test: from a lone report 60 days earlier, to today
 
 
-def outage_history(server: InfluxServer, db: str, panels: int) -> None:
+def outage_history(server: InfluxServer, db: str, panels: int, day0: int) -> None:
     """The history, and one report 60 days before it: the backfill has quick days to do on either
     side of the moment it is held."""
     server.raw_query(f'CREATE DATABASE "{db}"')
-    write_history(server.client(db), DAY0, DAYS, panels)
+    write_history(server.client(db), day0, DAYS, panels)
     server.client(db).write(f"tigo_power_report,gateway_id=1,node_id=1 power_w=1 "
-                            f"{(DAY0 - 60 * DAY_MS) * 1_000_000}".encode())
+                            f"{(day0 - 60 * DAY_MS) * 1_000_000}".encode())
 
 
 def outage_between_queries(child: Child, server: InfluxServer, db: str) -> None:
@@ -156,10 +158,10 @@ def outage_between_queries(child: Child, server: InfluxServer, db: str) -> None:
     child.proc.send_signal(signal.SIGCONT)
 
 
-def test_outage_resumed_backfill_equals_uninterrupted(own_influxd):
+def test_outage_resumed_backfill_equals_uninterrupted(own_influxd, day0):
     server = own_influxd
     for name in ("whole", "cut"):
-        outage_history(server, name, 3)
+        outage_history(server, name, 3, day0)
     whole = rollup(server.url, "whole")
     assert whole.returncode == 0, whole.stderr
 
@@ -177,10 +179,10 @@ def test_outage_resumed_backfill_equals_uninterrupted(own_influxd):
     assert dump(server.client("cut")) == dump(server.client("whole"))
 
 
-def test_outage_waits_for_influxdb_to_come_back(own_influxd):
+def test_outage_waits_for_influxdb_to_come_back(own_influxd, day0):
     """InfluxDB restarting mid-backfill: the run waits for it and finishes."""
     server = own_influxd
-    outage_history(server, "blip", 2)
+    outage_history(server, "blip", 2, day0)
     child = Child(tigo_execd_argv("rollup", "--influx-url", server.url, "--db", "blip"))
     outage_between_queries(child, server, "blip")
     child.wait_stderr(b"retrying for", timeout=30)
@@ -215,25 +217,25 @@ def test_continuous_queries_roll_up_live_data(cq_influxd):
     wait_until(lambda: rows(db, got_q) == want, 30, lambda: f"CQ rollups {rows(db, got_q)} to equal {want}")
 
 
-def test_no_permission_gives_the_admin_commands(influxd_auth):
-    server = influxd_auth
-    server.raw_query('CREATE DATABASE "perm"')
+def test_no_permission_gives_the_admin_commands(influxd_auth, influx_auth_db, day0):
+    server, perm = influxd_auth, influx_auth_db.db
     server.raw_query("CREATE USER writer WITH PASSWORD 'w'")
-    server.raw_query('GRANT ALL ON "perm" TO writer')
-    write_history(server.client("perm"), DAY0, 2, 2)
+    server.raw_query(f'GRANT ALL ON "{perm}" TO writer')
+    write_history(influx_auth_db, day0, 2, 2)
     env = {"INFLUX_USER": "writer", "INFLUX_PASS": "w"}
-    refused = rollup(server.url, "perm", env=env)
+    refused = rollup(server.url, perm, env=env)
     assert refused.returncode == 77, refused.stderr
     assert refused.stderr.startswith("E! ") and "Traceback" not in refused.stderr
     assert "may not create retention policies or continuous queries" in refused.stderr
     commands = re.findall(r"-execute '([^']+)'", refused.stderr)
-    assert commands and commands[0].startswith('CREATE RETENTION POLICY "tigo_rollup" ON "perm"')
+    assert commands and commands[0].startswith(f'CREATE RETENTION POLICY "tigo_rollup" ON "{perm}"')
     assert sum(c.startswith("CREATE CONTINUOUS QUERY") for c in commands) == 3
     for c in commands:  # what the admin does
         server.raw_query(c)
-    done = rollup(server.url, "perm", env=env)
+    done = rollup(server.url, perm, env=env)
     assert done.returncode == 0, done.stderr
     assert "create" not in done.stderr
+    server.raw_query('DROP USER "writer"')
 
 
 def test_missing_measurement_and_retention_policy(influx_db, influxd):

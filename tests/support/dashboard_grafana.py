@@ -128,3 +128,16 @@ def sort_options(values: list[str], sort: int) -> list[str]:
     if sort == 1:
         return sorted(values)
     return values
+
+
+def resolve_variables(dash, db, rng: Range, **selected: list[str]) -> dict[str, Var]:
+    """Variables in dashboard order, each query variable run with the ones before it, as Grafana does."""
+    out: dict[str, Var] = {}
+    for spec in dash["templating"]["list"]:
+        var = Var(spec, selected=selected.get(spec["name"]))
+        if spec["type"] == "query":
+            series = db.query(interpolate(spec["query"], out, rng))
+            values = [row[1] for s in series for row in s["values"]]
+            var.options = sort_options(sorted(set(values)), spec["sort"])
+        out[spec["name"]] = var
+    return out

@@ -116,6 +116,22 @@ asyncio.run(main(a[0], int(a[1]), int(a[2]), a[3], a[4].split(","), float(a[5]))
 """
 
 
+TABLES = r"""
+import json
+from homeassistant.components.binary_sensor import BinarySensorDeviceClass
+from homeassistant.components.sensor import SensorDeviceClass
+from homeassistant.components.sensor.const import DEVICE_CLASS_STATE_CLASSES, DEVICE_CLASS_UNITS
+
+print(json.dumps({
+    "sensor": [c.value for c in SensorDeviceClass],
+    "binary_sensor": [c.value for c in BinarySensorDeviceClass],
+    "units": {c.value: [None if u is None else str(u) for u in units]
+              for c, units in DEVICE_CLASS_UNITS.items()},
+    "state_classes": {c.value: [s.value for s in states] for c, states in DEVICE_CLASS_STATE_CLASSES.items()},
+}))
+"""
+
+
 def venv_dir() -> Path:
     if os.environ.get("TIGO_HA_VENV"):
         return Path(os.environ["TIGO_HA_VENV"])
@@ -146,6 +162,17 @@ def check(configs: list[dict[str, Any]], renders: list[dict[str, str]]) -> dict[
         {"configs": configs, "renders": renders}), capture_output=True, text=True, timeout=300)
     if done.returncode:
         raise RuntimeError(f"Home Assistant checker failed: {done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def sensor_tables() -> dict[str, Any]:
+    """Home Assistant's own tables (homeassistant.components.sensor.const): the device classes of
+    sensors and binary sensors, the units each sensor device class allows (DEVICE_CLASS_UNITS) and
+    its state classes (DEVICE_CLASS_STATE_CLASSES)."""
+    done = subprocess.run([str(ensure()), "-c", TABLES], capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"Home Assistant's tables could not be read: {done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

@@ -7,18 +7,21 @@ binary fails with the command that installs it: integration tests are never skip
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support.wait import wait_until
 
 INSTALL_HINT = "install it with: apt-get install -y influxdb mosquitto (or run .ci/run)"
+_db_names = itertools.count()
 
 
 def free_port() -> int:
@@ -147,6 +150,17 @@ bind-address = "127.0.0.1:{rpc}"
                                      data=urllib.parse.urlencode(params).encode())
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.read()
+
+    @contextmanager
+    def database(self, prefix: str = "t") -> Iterator:
+        """A database no other test uses (the name holds this process's id and a counter), empty,
+        and dropped afterwards: tests that share a server share nothing else. Yields its client."""
+        name = f"{prefix}{os.getpid()}_{next(_db_names)}"
+        self.raw_query(f'CREATE DATABASE "{name}"')
+        try:
+            yield self.client(name)
+        finally:
+            self.raw_query(f'DROP DATABASE "{name}"')
 
     def client(self, db: str):
         from tigo_execd.influx import Influx

@@ -5,11 +5,12 @@ config/config.go, plugins/inputs/execd, plugins/common/process, plugins/parsers/
 plugins/outputs/influxdb and plugins/outputs/mqtt) that tigo-execd depends on:
 
 - Config: `--config FILE` then every `*.conf` of `--config-directory` in lexical order (tomllib).
-  Option names are checked per plugin against tests/data/telegraf-plugin-options.json; an unknown
-  one stops start-up, as Telegraf does. Environment variables are substituted in TOML string
-  values only, as support/telegraf_envvar.py describes (its own code, not tigo_execd's: the
-  stand-in must not share the rules it checks). Durations: Go forms ("10s", "1m30s") or integer
-  seconds.
+  Option names are checked per plugin against tests/data/telegraf-options-from-source.json (the
+  stand-in's own list, derived from Telegraf's source apart from the one doctor ships); an unknown
+  one stops start-up, as Telegraf does, and one Telegraf ignores in every plugin table is accepted.
+  Environment variables are substituted in TOML string values only, as support/telegraf_envvar.py
+  describes (its own code, not tigo_execd's: the stand-in must not share the rules it checks).
+  Durations: Go forms ("10s", "1m30s") or integer seconds.
 - inputs.execd: plain exec of `command` (PATH lookup, Telegraf's environment plus `environment`,
   same cwd, no new process group); a failing first spawn is a start-up error. stdin stays open;
   `signal = "STDIN"` writes one `\\n` per gather (first one about one interval after start),
@@ -81,7 +82,7 @@ from support import telegraf_envvar, telegraf_mqtt
 from support.paths import DATA
 from support.telegraf_mqtt import Metric, passes
 
-OPTIONS_FILE = DATA / "telegraf-plugin-options.json"
+OPTIONS_FILE = DATA / "telegraf-options-from-source.json"
 STOP_GRACE = 5.0  # Telegraf's fixed wait before SIGTERM and again before SIGKILL
 STDERR_MAX_LINE = 64 * 1024
 STDOUT_MAX_LINE = 16 * 1024 * 1024
@@ -203,9 +204,20 @@ class Config:
         return tags
 
 
-def known_options() -> dict[str, list[str]]:
+def options_read() -> dict[str, set[str]]:
+    """Per table (agent, inputs.execd, outputs.mqtt.v5, ...): the names Telegraf's code reads."""
     doc = json.loads(OPTIONS_FILE.read_text())
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
+    return {kind: set().union(*(doc["sources"][piece] for piece in pieces))
+            for kind, pieces in doc["plugins"].items()}
+
+
+def known_options() -> dict[str, list[str]]:
+    """Per table, every name Telegraf accepts: what it reads, and in a plugin's own table also what
+    config.go's missingTomlField ignores everywhere (an output's `buffer_strategy`, ...)."""
+    doc = json.loads(OPTIONS_FILE.read_text())
+    ignored = set(doc["sources"][doc["ignored_in_every_plugin"]])
+    return {kind: sorted(names | ignored if kind.count(".") == 1 else names)
+            for kind, names in options_read().items()}
 
 
 def unknown_options(kind: str, table: Mapping[str, Any], known: Mapping[str, list[str]]) -> list[str]:
