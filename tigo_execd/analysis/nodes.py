@@ -234,13 +234,19 @@ def registry_to_read(arg: Path | None) -> tuple[Path | None, str]:
     return state_path(None), ""
 
 
+def read_registry(arg: Path | None) -> Registry:
+    """The node registry a reading command shows names and barcodes from (registry_to_read's)."""
+    registry = Registry()
+    path, whose = registry_to_read(arg)
+    if path:
+        load_state(registry, path, whose)
+    return registry
+
+
 def main(args: argparse.Namespace) -> int:
     db = influx.from_args(args)
     source = influx.target(args.rp, args.measurement)
-    registry = Registry()
-    path, whose = registry_to_read(args.state_file)
-    if path:
-        load_state(registry, path, whose)
+    registry = read_registry(args.state_file)
     report = build_report(db, source, args.until or datetime.now(UTC), args.hours, registry)
     if not report.nodes:
         log.warn(f"no reports in {args.db} {source} in the last {KNOWN_DAYS} days")

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from tigo_execd import argtypes, exitcodes, influx
 from tigo_execd.analysis.energy import FRESH_NS, EnergyToday
-from tigo_execd.analysis.nodes import KNOWN_DAYS, current_kinds, registry_to_read
+from tigo_execd.analysis.nodes import KNOWN_DAYS, current_kinds, read_registry
 from tigo_execd.clock import NS, iso_utc
 from tigo_execd.identity import layout as layout_file
 from tigo_execd.identity.layout import Drawing, Face, Key, Known, Layout, LayoutError, Reported, Spot
 from tigo_execd.identity.registry import Registry, parse_id
-from tigo_execd.identity.store import Names, load_names, load_state
+from tigo_execd.identity.store import Names, load_names
 from tigo_execd.influx import Influx
 from tigo_execd.log import log
 
@@ -264,10 +264,7 @@ def main(args: argparse.Namespace) -> int:
     now_ns = args.now if args.now is not None else time.time_ns()
     db = influx.from_args(args)
     target = influx.target(args.rp, args.measurement)
-    registry = Registry()
-    path, whose = registry_to_read(args.state_file)
-    if path:
-        load_state(registry, path, whose)
+    registry = read_registry(args.state_file)
     try:
         drawing = layout_file.read(demo_layout() if args.demo else args.layout,
                                    "demo layout" if args.demo else None)
