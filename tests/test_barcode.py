@@ -193,10 +193,10 @@ def test_address_errors_say_what_an_address_is() -> None:
     (["04:C0:5B:40:00:A2:34:6F"], "4-A2346FZ\n", ""),
     (["4-A2346FZ"], "04:C0:5B:40:00:A2:34:6F\n", ""),
     (["--hex", " 4-a2346fz "], "04c05b4000a2346f\n", ""),
-    (["00:11:22:33:44:55:66:77"], "", "E! 00:11:22:33:44:55:66:77 has no barcode: only addresses starting "
-                                     "04:C0:5B (Tigo) have one\n"),
-    (["4-A2346FG"], "", "E! wrong check letter in barcode '4-A2346FG': 'G', expected 'Z' for 4-A2346F: "
-                        "a digit may be misread\n"),
+    (["00:11:22:33:44:55:66:77"], "", "E! tigo-execd barcode: 00:11:22:33:44:55:66:77 has no barcode: "
+                                     "only addresses starting 04:C0:5B (Tigo) have one\n"),
+    (["4-A2346FG"], "", "E! tigo-execd barcode: wrong check letter in barcode '4-A2346FG': 'G', "
+                        "expected 'Z' for 4-A2346F: a digit may be misread\n"),
 ])
 def test_the_command_in_process(argv, out, err, capsys, logged) -> None:
     """The same command through cli.main in this process, so that mutation testing reaches it."""

@@ -10,6 +10,11 @@ from support.bridge_run import BUS, run_bridge
 from support.serial_pty import Pty
 
 
+def _size(path):
+    """A capture file's size, 0 while it does not exist (between a rotation and the next write)."""
+    return path.stat().st_size if path.exists() else 0
+
+
 def test_record_max_bytes_rotates_the_capture_at_the_size_given(tmp_path):
     rec = tmp_path / "bus.rec"
     cap = 4096  # the smallest allowed; two copies of the bus bytes (4,276) do not fit
@@ -24,8 +29,8 @@ def test_record_max_bytes_rotates_the_capture_at_the_size_given(tmp_path):
             await live.wait(lambda: rec.exists() and rec.stat().st_size == len(BUS), what="the first copy")
             pty.write(BUS)
             await live.wait(lambda: rec.with_name("bus.rec.1").exists(), what="the rotation")
-            await live.wait(lambda: rec.stat().st_size + rec.with_name("bus.rec.1").stat().st_size
-                            == 2 * len(BUS), what="every byte recorded")
+            await live.wait(lambda: _size(rec) + _size(rec.with_name("bus.rec.1")) == 2 * len(BUS),
+                            what="every byte recorded")
             await live.stop()
         older, current = rec.with_name("bus.rec.1").read_bytes(), rec.read_bytes()
         assert len(older) <= cap and len(current) <= cap
@@ -41,4 +46,4 @@ def test_record_max_bytes_below_a_page_is_refused(tmp_path):
             await run.finish(15)
             return run
     run = asyncio.run(scenario())
-    assert run.err == b"E! --record-max-bytes must be at least 4096\n" and run.reports() == []
+    assert run.err == b"E! tigo-execd run: --record-max-bytes must be at least 4096\n" and run.reports() == []

@@ -9,7 +9,7 @@ import time
 
 from support.heal_journal import HOUR, NOW, NOW_NS, NS, T0, expected, journal_of, reports, stored
 from support.servers import free_port
-from tigo_execd import cli
+from tigo_execd import cli, exitcodes
 from tigo_execd.health import heal
 
 SETTLED = NOW_NS - heal.SETTLE_NS  # a report must be older than this
@@ -68,10 +68,11 @@ def test_more_than_a_batch_is_written_whole(influx_db, tmp_path, capsys, logged)
     assert capsys.readouterr().out.splitlines()[-1] == f"restored {n} reports ({n} lines written)"
 
 
-def test_influxdb_down_writes_nothing_and_says_to_run_it_again(influx_db, tmp_path, capsys, logged):
-    run_heal(influx_db, journal_of(tmp_path / "j", reports(hours=1)), url=f"http://127.0.0.1:{free_port()}")
+def test_influxdb_down_writes_nothing_and_says_what_to_check(influx_db, tmp_path, capsys, logged):
+    assert run_heal(influx_db, journal_of(tmp_path / "j", reports(hours=1)),
+                    url=f"http://127.0.0.1:{free_port()}") == exitcodes.UNAVAILABLE
     assert capsys.readouterr().out == ""
-    assert "nothing more was written, run it again when InfluxDB is back" in logged.getvalue()
+    assert "check that InfluxDB runs" in logged.getvalue()
     assert stored(influx_db) == []
 
 
