@@ -216,7 +216,9 @@ def test_sigint_at_any_moment_of_start_up(command, done):
         assert proc.returncode in (done, 130), (delay, proc.returncode, err)
         if proc.returncode == 130:
             assert err.decode().splitlines()[-1].endswith("interrupted (SIGINT) before it finished")
-    assert outcomes.count(130) >= len(DELAYS_MS) // 2, outcomes  # most were interrupted
+    # Nothing is done within 10 ms of exec (Python's own start-up alone takes longer), so these were
+    # surely interrupted; how many later ones were depends on the machine's speed, not on the code.
+    assert outcomes[:3] == [130, 130, 130], outcomes
 
 
 @pytest.mark.parametrize("command", ["watchdog", "homeassistant"])
