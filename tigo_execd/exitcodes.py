@@ -1,11 +1,12 @@
 """Exit codes of every tigo-execd command, in one table: scripts, systemd and Telegraf read them.
 
-0 is done; 1 and 2 are only ever the verdicts of checks (watchdog --once, faults, doctor); a
-failure of a command itself uses the BSD sysexits.h value of its kind, or 128 + the signal that
-interrupted it, so no failure can be mistaken for a verdict. A command fails by raising Failure
-(or a subclass that sets `code`, as influx.py's errors do): cli.main prints its one `E! ` line and
-exits with its code, so the same failure has the same code and words in every command. TABLE is
-the one home of the codes: each command's --help and docs/reference/exit-codes.md are made from it.
+0 is done; 1 and 2 are only ever the verdicts of checks (1: watchdog --once, faults, doctor;
+2: watchdog --once); a failure of a command itself uses the BSD sysexits.h value of its kind, or
+128 + the signal that interrupted it, so no failure can be mistaken for a verdict. A command fails
+by raising Failure (or a subclass that sets `code`, as influx.py's errors do): cli.main prints its
+one `E! ` line and exits with its code, so the same failure has the same code and words in every
+command. TABLE is the one home of the codes: each command's --help and
+docs/reference/exit-codes.md are made from it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 OK = 0            # done; a check: OK
 WARN = 1          # a check: WARN (watchdog --once), warn findings (faults), something failed (doctor)
-CRIT = 2          # a check: CRIT (watchdog --once), the data cannot be judged (faults)
+CRIT = 2          # a check: CRIT (watchdog --once)
 USAGE = 64        # EX_USAGE: bad command line or settings
 DATAERR = 65      # EX_DATAERR: bad data in an input file (a names file, a barcode)
 NOINPUT = 66      # EX_NOINPUT: an input cannot be opened (names file, journal, replay or --jsonl file)

@@ -104,10 +104,6 @@ def check_db(name: str) -> None:
                            f"letters, digits and _ (the default is bms)")
 
 
-def missing_database(exc: InfluxError) -> bool:
-    return isinstance(exc, InfluxNoDatabase)
-
-
 @dataclass
 class Influx:
     url: str = "http://127.0.0.1:8086"

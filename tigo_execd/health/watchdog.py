@@ -160,7 +160,7 @@ class Check:
             elif isinstance(exc, InfluxUnreachable):
                 reason = "influx_unreachable"
             else:
-                reason = "no_data" if influx.missing_database(exc) else "influx_query_failed"
+                reason = "no_data" if isinstance(exc, influx.InfluxNoDatabase) else "influx_query_failed"
             log.warn(str(exc), key=reason)
             return Verdict(reason, str(exc))
 
